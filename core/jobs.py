@@ -1,0 +1,258 @@
+"""Background training jobs whose whole state lives in files under the checkpoints root.
+
+Each job is `python -m core.train --config ... --queue-root ROOT` in a new session. The job itself
+waits for a slot (FIFO, at most `max_parallel()` running) under an flock on ROOT/.queue.lock, so the
+queue holds across Streamlit reruns, browser sessions and server restarts, with no daemon."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from core.fsutil import read_json, write_json
+from core.train import TrainConfig
+
+LIVE_STATES = ("queued", "running")
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+ENDED_UNEXPECTEDLY = "process ended unexpectedly"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get("HSE_CHECKPOINTS", PROJECT_ROOT / "checkpoints"))
+
+
+def max_parallel() -> int:
+    env = os.environ.get("HSE_MAX_PARALLEL")
+    if env:
+        return max(1, int(env))
+    try:
+        import torch
+
+        return max(1, torch.cuda.device_count())
+    except Exception:  # noqa: BLE001
+        return 1
+
+
+def _proc_start_time(pid: int) -> int | None:
+    """Kernel start time of a PID (jiffies since boot): tells a reused PID from ours."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            data = f.read()
+    except OSError:
+        return None
+    rest = data[data.rfind(")") + 2 :].split()
+    if rest[0] == "Z":  # a zombie has finished: it only waits for its parent to reap it
+        return None
+    return int(rest[19])
+
+
+def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
+    if not pid:
+        return False
+    started = _proc_start_time(int(pid))
+    if started is None:
+        return False
+    return start_time is None or started == int(start_time)
+
+
+def _run_dir(run_id: str, root: Path) -> Path:
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", run_id) or run_id.startswith("."):
+        raise ValueError(f"invalid run id '{run_id}'")
+    return Path(root) / run_id
+
+
+def _slug(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9.]+", "-", s).strip("-")[:40]
+
+
+def new_run_id(config: TrainConfig) -> str:
+    alpha = f"-a{config.alpha}" if config.loss == "l2softmax" else ""
+    base = config.name or f"{config.loss}{alpha}-d{config.dim}"
+    return f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(base)}-{secrets.token_hex(2)}"
+
+
+def submit(config: TrainConfig, root: str | Path | None = None) -> str:
+    """Queue a training job and return its run id at once."""
+    root = Path(root or default_root())
+    root.mkdir(parents=True, exist_ok=True)
+    config.validate()
+    while True:
+        run_id = new_run_id(config)
+        run_dir = root / run_id
+        try:
+            run_dir.mkdir()  # exclusive: two sessions submitting at the same moment get two runs
+            break
+        except FileExistsError:
+            continue
+    config.run_dir = str(run_dir.resolve())
+    write_json(run_dir / "config.json", asdict(config))
+    write_json(run_dir / "status.json", {"state": "queued", "created": time.time(), "pid": None})
+    log = open(run_dir / "log.txt", "ab")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core.train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir),
+         "--queue-root", str(root.resolve())],
+        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        start_new_session=True, env=env,
+    )
+    log.close()
+    # the child may already have recorded itself: only fill the PID in, never roll a state back
+    _update_status_if(run_dir, lambda s: not s.get("pid"), pid=proc.pid, pid_start=_proc_start_time(proc.pid))
+    return run_id
+
+
+@contextmanager
+def _queue_lock(root: Path):
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".queue.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _update_status_if(run_dir: Path, predicate, **updates) -> bool:
+    with _queue_lock(run_dir.parent):
+        try:
+            st = read_json(run_dir / "status.json")
+        except (FileNotFoundError, ValueError):
+            st = {}
+        if not predicate(st):
+            return False
+        st.update(updates)
+        write_json(run_dir / "status.json", st)
+        return True
+
+
+def _read_status_raw(run_dir: Path) -> dict:
+    try:
+        st = read_json(run_dir / "status.json")
+        if not isinstance(st, dict):
+            raise ValueError("status.json is not an object")
+        return st
+    except FileNotFoundError:
+        return {"state": "failed", "reason": "status.json is missing"}
+    except (ValueError, UnicodeDecodeError) as e:
+        return {"state": "failed", "reason": f"status.json is malformed: {e}"}
+
+
+def _reconcile(run_dir: Path, st: dict) -> dict:
+    """A queued/running run whose process is gone ended unexpectedly: say so, on disk too."""
+    if st.get("state") in LIVE_STATES and st.get("pid") and not pid_alive(st["pid"], st.get("pid_start")):
+        fixed = {"state": "failed", "reason": ENDED_UNEXPECTEDLY, "ended": time.time()}
+        _update_status_if(run_dir, lambda s: s.get("state") in LIVE_STATES and s.get("pid") == st["pid"], **fixed)
+        st = {**st, **fixed}
+    elif st.get("state") == "queued" and not st.get("pid") and time.time() - st.get("created", 0) > 60:
+        # submit() died between creating the run and starting its process
+        st = {**st, "state": "failed", "reason": ENDED_UNEXPECTEDLY}
+    return st
+
+
+def status(run_id: str, root: str | Path | None = None) -> dict:
+    run_dir = _run_dir(run_id, Path(root or default_root()))
+    if not run_dir.is_dir():
+        raise KeyError(f"no run '{run_id}'")
+    st = _reconcile(run_dir, _read_status_raw(run_dir))
+    return {"run_id": run_id, **st}
+
+
+def list_runs(root: str | Path | None = None) -> list[dict]:
+    """Every run under root, newest first, with its reconciled status."""
+    root = Path(root or default_root())
+    if not root.is_dir():
+        return []
+    out = []
+    for d in root.iterdir():
+        if d.is_dir() and not d.name.startswith(".") and ((d / "status.json").exists() or (d / "config.json").exists()):
+            out.append({"run_id": d.name, **_reconcile(d, _read_status_raw(d))})
+    return sorted(out, key=lambda s: (s.get("created") or s.get("started") or 0), reverse=True)
+
+
+def cancel(run_id: str, root: str | Path | None = None) -> dict:
+    """Stop a queued or running job; its process group gets SIGTERM, then SIGKILL after a grace period."""
+    root = Path(root or default_root())
+    run_dir = _run_dir(run_id, root)
+    st = status(run_id, root)
+    if st.get("state") not in LIVE_STATES:
+        return st
+    pid, start = st.get("pid"), st.get("pid_start")
+    if pid and pid_alive(pid, start):
+        try:
+            os.killpg(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        deadline = time.time() + 10
+        while time.time() < deadline and pid_alive(pid, start):
+            time.sleep(0.1)
+        if pid_alive(pid, start):
+            try:
+                os.killpg(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    _update_status_if(run_dir, lambda s: s.get("state") in LIVE_STATES,
+                      state="cancelled", reason="cancelled by user", ended=time.time())
+    return status(run_id, root)
+
+
+def wait(run_id: str, root: str | Path | None = None, timeout: float = 600.0, poll: float = 0.2) -> dict:
+    deadline = time.time() + timeout
+    while True:
+        st = status(run_id, root)
+        if st.get("state") not in LIVE_STATES:
+            return st
+        if time.time() > deadline:
+            raise TimeoutError(f"run '{run_id}' still {st.get('state')} after {timeout:.0f}s")
+        time.sleep(poll)
+
+
+def delete_run(run_id: str, root: str | Path | None = None) -> None:
+    root = Path(root or default_root())
+    st = status(run_id, root)
+    if st.get("state") in LIVE_STATES:
+        cancel(run_id, root)
+    shutil.rmtree(_run_dir(run_id, root))
+
+
+def queue(root: str | Path | None = None) -> list[dict]:
+    """Live runs in the order they will train: running first, then queued by submission time."""
+    live = [r for r in list_runs(root) if r.get("state") in LIVE_STATES]
+    return sorted(live, key=lambda r: (r["state"] != "running", r.get("created") or 0))
+
+
+def wait_for_slot(run_dir: Path, root: Path, poll: float = 0.3) -> None:
+    """Called by the job itself: block until it is at the head of the queue and a slot is free."""
+    me = run_dir.resolve().name
+    my_pid, my_start = os.getpid(), _proc_start_time(os.getpid())
+    while True:
+        with _queue_lock(root):
+            st = _read_status_raw(run_dir)
+            if st.get("state") == "cancelled":
+                raise SystemExit(3)
+            if not st.get("pid"):
+                st.update(pid=my_pid, pid_start=my_start)
+                write_json(run_dir / "status.json", st)
+            runs = []
+            for d in root.iterdir():
+                if d.is_dir() and (d / "status.json").exists():
+                    s = _read_status_raw(d)
+                    if s.get("state") in LIVE_STATES and s.get("pid") and pid_alive(s["pid"], s.get("pid_start")):
+                        runs.append((d.name, s))
+            running = sum(1 for _, s in runs if s["state"] == "running")
+            queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
+            free = max_parallel() - running
+            if free > 0 and me in [name for _, name in queued[:free]]:
+                st.update(state="running", phase="starting", started=time.time(), pid=my_pid, pid_start=my_start)
+                write_json(run_dir / "status.json", st)
+                return
+        time.sleep(poll)

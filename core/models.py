@@ -1,0 +1,90 @@
+"""Embedding networks. The classifier head lives in core.losses, separate from the backbone, so the
+feature descriptor is taken before the classifier, as the L2-softmax paper describes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+MIN_DIM, MAX_DIM = 2, 512
+
+
+class SmallCNN(nn.Module):
+    """3-conv BatchNorm CNN for small grayscale images (MNIST-sized)."""
+
+    def __init__(self, in_channels: int, dim: int, width: int = 32) -> None:
+        super().__init__()
+        w = width
+        self.features = nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(w, 2 * w, 3, padding=1), nn.BatchNorm2d(2 * w), nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+            nn.Conv2d(2 * w, 4 * w, 3, padding=1), nn.BatchNorm2d(4 * w), nn.ReLU(inplace=True),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+        )
+        self.fc = nn.Linear(4 * w, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.features(x))
+
+
+def _local_imagenet_weights() -> Path | None:
+    """torchvision's ResNet-18 ImageNet file, only if it is already in torch's cache: never download."""
+    hub = Path(os.environ.get("TORCH_HOME", Path.home() / ".cache" / "torch")) / "hub" / "checkpoints"
+    found = sorted(hub.glob("resnet18-*.pth")) if hub.is_dir() else []
+    return found[0] if found else None
+
+
+class ResNet18Embedding(nn.Module):
+    """torchvision ResNet-18 with its fc replaced by an embedding layer (RGB uploads)."""
+
+    def __init__(self, in_channels: int, dim: int, pretrained: bool = True) -> None:
+        super().__init__()
+        from torchvision.models import resnet18
+
+        net = resnet18(weights=None)
+        self.pretrained_from: str | None = None
+        weights_file = _local_imagenet_weights() if pretrained else None
+        if weights_file is not None:
+            net.load_state_dict(torch.load(weights_file, map_location="cpu", weights_only=True))
+            self.pretrained_from = str(weights_file)
+        if in_channels != 3:
+            net.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+        net.fc = nn.Linear(net.fc.in_features, dim)
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def build_backbone(arch: str, in_channels: int, dim: int, pretrained: bool = True) -> nn.Module:
+    if not MIN_DIM <= dim <= MAX_DIM:
+        raise ValueError(f"embedding dim must be between {MIN_DIM} and {MAX_DIM}, got {dim}")
+    if arch == "smallcnn":
+        return SmallCNN(in_channels, dim)
+    if arch == "resnet18":
+        return ResNet18Embedding(in_channels, dim, pretrained=pretrained)
+    raise ValueError(f"unknown architecture '{arch}'; choose smallcnn or resnet18")
+
+
+def default_arch(channels: int, image_size: int) -> str:
+    return "smallcnn" if channels == 1 and image_size <= 64 else "resnet18"
+
+
+class MetricModel(nn.Module):
+    """Backbone producing pre-normalisation features, plus the loss head (which may own class weights)."""
+
+    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)

@@ -1,0 +1,537 @@
+"""Training: `TrainConfig` + `train(config, on_event)`, and the `python -m core.train` CLI.
+
+A run directory is the single source of truth for a job (see docs/CONTRACT.md); every file in it is
+written atomically so the app, a crash or a restart never sees a torn file."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from core import anomaly
+from core.fsutil import append_jsonl, read_json, write_json, write_npz, write_torch
+
+EventCallback = Callable[[dict], None]
+SPLIT_CODES = {"train": 0, "val": 1, "test": 2}
+
+
+@dataclass
+class TrainConfig:
+    data: str = "mnist-5k"
+    data_root: str = "data"
+    loss: str = "l2softmax"
+    alpha: str = "16"  # a number, or "auto" for the paper's lower bound with p=0.9
+    alpha_trainable: bool = False
+    dim: int = 64
+    epochs: int = 8
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 5e-4
+    margin: float | None = None
+    mining: str = "semihard"
+    scale: float | None = None
+    m_per_class: int = 8
+    holdout_classes: list[str] = field(default_factory=list)
+    reference: str = "auto"
+    seed: int = 0
+    arch: str = "auto"
+    image_size: int | None = None
+    augment: bool = True
+    k: int = anomaly.DEFAULT_K
+    threshold_percentile: float = 95.0
+    projection: str = "auto"  # auto: PCA, plus UMAP when dim > 3; "pca", "umap" or "none"
+    device: str = "auto"
+    run_dir: str = ""
+    name: str = ""
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config keys: {', '.join(unknown)}")
+        cfg = cls(**d)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        from core.losses import LOSSES
+
+        if self.loss not in LOSSES:
+            raise ValueError(f"unknown loss '{self.loss}'; choose one of: {', '.join(LOSSES)}")
+        if str(self.alpha) != "auto":
+            try:
+                a = float(self.alpha)
+            except ValueError:
+                raise ValueError(f"alpha must be a positive number or 'auto', got '{self.alpha}'") from None
+            if not a > 0:
+                raise ValueError(f"alpha must be positive, got {self.alpha}")
+        if not 2 <= int(self.dim) <= 512:
+            raise ValueError(f"dim must be between 2 and 512, got {self.dim}")
+        for name in ("epochs", "batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be at least 1")
+        if self.mining not in ("random", "semihard", "hard"):
+            raise ValueError(f"unknown mining '{self.mining}'; choose random, semihard or hard")
+        if self.projection not in ("auto", "pca", "umap", "none"):
+            raise ValueError("projection must be auto, pca, umap or none")
+
+
+class Cancelled(Exception):
+    pass
+
+
+def resolve_alpha(config: TrainConfig, num_classes: int) -> tuple[float, str | None]:
+    """Numeric alpha, and a notice when 'auto' chose the paper's bound."""
+    from core.losses import alpha_lower_bound
+
+    if str(config.alpha) == "auto":
+        # the bound is undefined for C <= 2; the paper's intent (reach p=0.9) still needs some scale
+        a = alpha_lower_bound(max(num_classes, 3), 0.9)
+        return a, f"alpha auto: the paper's lower bound log(p(C-2)/(1-p)) with p=0.9, C={num_classes} -> {a:.2f}"
+    return float(config.alpha), None
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small random rotation, scale and shift: digits and parts on a line move, they don't flip."""
+    n = x.shape[0]
+    u = torch.rand(n, 4, generator=gen, device="cpu").to(x.device)
+    angle = (u[:, 0] - 0.5) * (2 * math.radians(10))
+    scale = 1.0 + (u[:, 1] - 0.5) * 0.2
+    shift = (u[:, 2:] - 0.5) * (2 * 2.0 / x.shape[-1]) * 2
+    cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
+    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
+
+
+@torch.no_grad()
+def embed_all(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+    model.eval()
+    out = [model.embed(x[i : i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def build_model(meta: dict) -> torch.nn.Module:
+    """Rebuild the model from what model.pt carries (config + class counts); weights not loaded."""
+    from core.losses import build_head
+    from core.models import MetricModel, build_backbone, default_arch
+
+    cfg = meta["config"]
+    arch = cfg["arch"] if cfg["arch"] != "auto" else default_arch(meta["channels"], meta["image_size"])
+    backbone = build_backbone(arch, meta["channels"], int(cfg["dim"]), pretrained=False)
+    head = build_head(
+        cfg["loss"], int(cfg["dim"]), len(meta["train_classes"]), alpha=float(meta["alpha"]),
+        alpha_trainable=bool(cfg["alpha_trainable"]), margin=cfg["margin"], mining=cfg["mining"],
+        scale=cfg["scale"],
+    )
+    return MetricModel(backbone, head)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Load model.pt safely (weights_only) and rebuild the model from the file alone."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    model = build_model(meta)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, meta
+
+
+class RunWriter:
+    """Owns the files of one run directory."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.status_path = run_dir / "status.json"
+        self._last_status_write = 0.0
+
+    def read_status(self) -> dict:
+        try:
+            return read_json(self.status_path)
+        except (FileNotFoundError, ValueError):
+            return {}
+
+    def status(self, throttle: float = 0.0, **updates: Any) -> None:
+        now = time.time()
+        if throttle and now - self._last_status_write < throttle:
+            return
+        st = self.read_status()
+        st.update(updates)
+        st["updated"] = now
+        write_json(self.status_path, st)
+        self._last_status_write = now
+
+    def metric(self, row: dict) -> None:
+        append_jsonl(self.dir / "metrics.jsonl", row)
+
+
+def _classifier_accuracy(model, emb: torch.Tensor, y_cls: torch.Tensor, centroids: torch.Tensor | None) -> float:
+    if len(emb) == 0:
+        return float("nan")
+    with torch.no_grad():
+        if model.head.has_classifier:
+            pred = model.head.logits(emb).argmax(1)
+        else:
+            pred = (F.normalize(emb, dim=1) @ centroids.T).argmax(1)
+    return float((pred == y_cls).float().mean())
+
+
+def _class_centroids(emb: torch.Tensor, y_cls: torch.Tensor, num_classes: int) -> torch.Tensor:
+    e = F.normalize(emb, dim=1)
+    cents = torch.stack([e[y_cls == c].mean(0) if (y_cls == c).any() else torch.zeros(e.shape[1])
+                         for c in range(num_classes)])
+    return F.normalize(cents, dim=1)
+
+
+def _retrieval_metrics(query: np.ndarray, q_labels: np.ndarray, ref: np.ndarray, r_labels: np.ndarray) -> dict:
+    from pytorch_metric_learning.distances import CosineSimilarity
+    from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
+    from pytorch_metric_learning.utils.inference import CustomKNN
+
+    if len(query) == 0 or len(ref) == 0:
+        return {"precision_at_1": float("nan"), "map_at_r": float("nan")}
+    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"),
+                              k="max_bin_count", knn_func=CustomKNN(CosineSimilarity()))
+    acc = calc.get_accuracy(torch.from_numpy(query), torch.from_numpy(q_labels), torch.from_numpy(ref),
+                            torch.from_numpy(r_labels), ref_includes_query=False)
+    return {"precision_at_1": float(acc["precision_at_1"]), "map_at_r": float(acc["mean_average_precision_at_r"])}
+
+
+def compute_projection(emb: np.ndarray, which: str, seed: int = 0) -> dict[str, np.ndarray]:
+    """2-D views of a >3-D embedding, on the unit sphere's directions (cosine geometry)."""
+    from sklearn.decomposition import PCA
+
+    unit = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+    out = {"pca": PCA(n_components=2, random_state=seed).fit_transform(unit).astype(np.float32)}
+    if which in ("auto", "umap"):
+        import umap
+
+        reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_neighbors=15)
+        out["umap"] = reducer.fit_transform(unit).astype(np.float32)
+    return out
+
+
+def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
+    """Train, evaluate, write every artefact into config.run_dir, and return the summary."""
+    from core.data import load_data
+    from core.losses import build_head, make_sampler
+    from core.models import MetricModel, build_backbone, default_arch
+
+    config.validate()
+    if not config.run_dir:
+        raise ValueError("run_dir is required")
+    run_dir = Path(config.run_dir)
+    writer = RunWriter(run_dir)
+    emit = on_event or (lambda e: None)
+    t_start = time.time()
+    writer.status(state="running", phase="loading data", pid=os.getpid(), started=t_start, progress=0.0)
+
+    torch.manual_seed(config.seed)
+    np.random.seed(config.seed)
+    device = pick_device(config.device)
+    bundle = load_data(config.data, data_root=config.data_root, holdout_classes=config.holdout_classes or None,
+                       reference=config.reference, seed=config.seed, image_size=config.image_size)
+    for notice in bundle.notices:
+        print(notice, flush=True)
+    num_classes = len(bundle.train_classes)
+    alpha, alpha_notice = resolve_alpha(config, num_classes)
+    if alpha_notice:
+        print(alpha_notice, flush=True)
+    write_json(run_dir / "config.json", asdict(config))
+
+    to_cls = np.full(len(bundle.class_names), -1, dtype=np.int64)
+    to_cls[bundle.train_classes] = np.arange(num_classes)
+    x_train = bundle.train.x.to(device)
+    y_train = torch.from_numpy(to_cls[bundle.train.y]).to(device)
+    arch = config.arch if config.arch != "auto" else default_arch(bundle.channels, bundle.image_size)
+    backbone = build_backbone(arch, bundle.channels, config.dim)
+    head = build_head(config.loss, config.dim, num_classes, alpha=alpha, alpha_trainable=config.alpha_trainable,
+                      margin=config.margin, mining=config.mining, scale=config.scale)
+    model = MetricModel(backbone, head).to(device)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        # alpha and biases must not be pulled towards zero by weight decay
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    n = len(x_train)
+    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
+                                                    pct_start=0.15)
+    gen = torch.Generator().manual_seed(config.seed)
+    use_sampler = config.loss in ("triplet", "npair")
+    meta = {"config": asdict(config), "class_names": bundle.class_names, "train_classes": bundle.train_classes,
+            "normal_classes": bundle.normal_classes, "channels": bundle.channels,
+            "image_size": bundle.image_size, "alpha": alpha, "arch": arch}
+
+    step, seen, t_train = 0, 0, time.time()
+    writer.status(phase="training", total_steps=total_steps)
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        if use_sampler:
+            sampler = make_sampler(y_train.cpu().numpy(), config.m_per_class, config.batch_size, n)
+            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+        else:
+            order = torch.randperm(n, generator=gen)
+        for i in range(0, len(order), config.batch_size):
+            idx = order[i : i + config.batch_size].to(device)
+            if len(idx) < 2:
+                continue
+            xb, yb = x_train[idx], y_train[idx]
+            if config.augment:
+                xb = augment_batch(xb, gen)
+            emb = model.embed(xb)
+            loss = model.head(emb, yb)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            seen += len(idx)
+            elapsed = time.time() - t_train
+            with torch.no_grad():
+                acc = float((model.head.logits(emb).argmax(1) == yb).float().mean()) if head.has_classifier else None
+            progress = step / total_steps
+            event = {"event": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
+                     "loss": float(loss), "accuracy": acc, "samples_per_s": seen / max(elapsed, 1e-9),
+                     "progress": progress, "eta_s": elapsed / progress * (1 - progress), "time": time.time()}
+            if hasattr(head, "alpha_value"):
+                event["alpha"] = float(head.alpha_value)
+            writer.metric(event)
+            emit(event)
+            writer.status(throttle=1.0, progress=progress, eta_s=event["eta_s"], epoch=epoch, step=step)
+        val_emb = embed_all(model, bundle.val.x, device)
+        y_val = torch.from_numpy(to_cls[bundle.val.y])
+        cents = None if head.has_classifier else _class_centroids(
+            embed_all(model, bundle.train.x, device), y_train.cpu(), num_classes)
+        val_acc = _classifier_accuracy(model.cpu(), val_emb, y_val, cents)
+        model.to(device)
+        ep_event = {"event": "epoch", "epoch": epoch, "step": step, "loss": float(loss), "val_accuracy": val_acc,
+                    "samples_per_s": seen / max(time.time() - t_train, 1e-9), "progress": step / total_steps,
+                    "time": time.time()}
+        writer.metric(ep_event)
+        emit(ep_event)
+        # a checkpoint per epoch: a crash later still leaves a loadable model.pt (atomic replace)
+        write_torch(run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
+    train_seconds = time.time() - t_train
+
+    writer.status(phase="evaluating", progress=1.0, eta_s=0.0)
+    model.cpu()
+    cpu = torch.device("cpu")
+    splits = [("train", bundle.train), ("val", bundle.val), ("test", bundle.test)]
+    embs = [embed_all(model, s.x, cpu) for _, s in splits]
+    emb = torch.cat(embs)
+    label = np.concatenate([s.y for _, s in splits]).astype(np.int64)
+    split_code = np.concatenate([np.full(len(s.y), SPLIT_CODES[name], np.int8) for name, s in splits])
+    is_anom = np.concatenate([s.anomaly for _, s in splits]).astype(bool)
+    source = np.array(sum((list(s.source) for _, s in splits), []), dtype=str)
+    norm = emb.norm(dim=1).numpy()
+    emb_np = emb.numpy().astype(np.float32)
+
+    normal_train = (split_code == 0) & np.isin(label, bundle.normal_classes)
+    ref_rows = np.flatnonzero(normal_train)
+    score = np.full(len(label), np.nan, dtype=np.float32)
+    other = np.flatnonzero(split_code != 0)
+    score[other] = anomaly.knn_cosine_scores(emb_np[other], emb_np[ref_rows], k=config.k)[0]
+    score[ref_rows] = anomaly.knn_cosine_scores(emb_np[ref_rows], emb_np[ref_rows], k=config.k,
+                                                exclude_self=True)[0]
+
+    test_known = (split_code == 2) & ~is_anom
+    y_cls_all = torch.from_numpy(to_cls[label])
+    cents = None if head.has_classifier else _class_centroids(emb[split_code == 0],
+                                                              y_cls_all[torch.from_numpy(split_code == 0)],
+                                                              num_classes)
+    test_acc = _classifier_accuracy(model, emb[torch.from_numpy(test_known)], y_cls_all[torch.from_numpy(test_known)],
+                                    cents)
+    retrieval = _retrieval_metrics(emb_np[test_known], label[test_known], emb_np[normal_train], label[normal_train])
+    test_rows = split_code == 2
+    curves = anomaly.roc_pr(score[test_rows], is_anom[test_rows])
+    val_normal = (split_code == 1) & np.isin(label, bundle.normal_classes)
+    threshold = anomaly.percentile_threshold(score[val_normal] if val_normal.any() else score[ref_rows],
+                                             config.threshold_percentile)
+    cw = head.class_weights()
+    write_npz(run_dir / "embeddings.npz", emb=emb_np, norm=norm.astype(np.float32), label=label, split=split_code,
+              anomaly=is_anom, source=source, score=score,
+              class_weights=(cw.detach().cpu().numpy().astype(np.float32) if cw is not None
+                             else np.zeros((0, config.dim), np.float32)),
+              class_names=np.array(bundle.class_names, dtype=str))
+    final_alpha = float(head.alpha_value) if hasattr(head, "alpha_value") else alpha
+    summary = {
+        "loss": config.loss, "alpha": final_alpha if config.loss == "l2softmax" else None,
+        "alpha_initial": alpha if config.loss == "l2softmax" else None,
+        "alpha_trainable": config.alpha_trainable, "dim": config.dim, "epochs": config.epochs,
+        "data": config.data, "seed": config.seed, "holdout_classes": config.holdout_classes,
+        "n_train": int((split_code == 0).sum()), "n_val": int((split_code == 1).sum()),
+        "n_test": int(test_rows.sum()), "n_test_anomalies": int(is_anom.sum()),
+        "test_accuracy": test_acc, **retrieval,
+        "anomaly_auroc": curves.get("auroc"), "anomaly_aupr": curves.get("aupr"),
+        "threshold": threshold, "threshold_percentile": config.threshold_percentile, "k": config.k,
+        "samples_per_second": seen / max(train_seconds, 1e-9), "train_seconds": train_seconds,
+        "mean_feature_norm": float(norm[split_code == 0].mean()),
+        "class_names": bundle.class_names, "normal_classes": bundle.normal_classes,
+        "train_classes": bundle.train_classes, "device": str(device), "arch": arch,
+        "image_size": bundle.image_size, "channels": bundle.channels,
+        "notices": bundle.notices + ([alpha_notice] if alpha_notice else []),
+    }
+    write_json(run_dir / "summary.json", summary)
+    if config.dim > 3 and config.projection != "none":
+        writer.status(phase="projecting")
+        write_npz(run_dir / "projection.npz", **compute_projection(emb_np, config.projection, config.seed))
+    summary["total_seconds"] = time.time() - t_start
+    emit({"event": "done", **{k: v for k, v in summary.items() if not isinstance(v, list)}})
+    return summary
+
+
+def _sigterm_to_cancel(signum, frame):  # noqa: ARG001
+    raise Cancelled("cancelled by user")
+
+
+def run_job(config: TrainConfig, queue_root: str | None = None, on_event: EventCallback | None = None) -> int:
+    """Run one job end to end, recording every outcome in status.json. Returns the exit code."""
+    writer = RunWriter(Path(config.run_dir))
+    signal.signal(signal.SIGTERM, _sigterm_to_cancel)
+    try:
+        if queue_root:
+            from core.jobs import wait_for_slot
+
+            wait_for_slot(Path(config.run_dir), Path(queue_root))
+        train(config, on_event)
+    except Cancelled as e:
+        writer.status(state="cancelled", reason=str(e), ended=time.time())
+        return 3
+    except KeyboardInterrupt:
+        writer.status(state="cancelled", reason="interrupted", ended=time.time())
+        return 3
+    except Exception as e:  # noqa: BLE001 - every failure must land in status.json with its reason
+        from core.data import DataError
+
+        reason = _failure_reason(e)
+        if not isinstance(e, (DataError, ValueError)):
+            traceback.print_exc()
+        writer.status(state="failed", reason=reason, ended=time.time())
+        print(f"error: {reason}", file=sys.stderr, flush=True)
+        return 2 if isinstance(e, (DataError, ValueError)) else 1
+    writer.status(state="completed", phase="done", progress=1.0, eta_s=0.0, ended=time.time())
+    return 0
+
+
+def _failure_reason(e: BaseException) -> str:
+    if isinstance(e, OSError) and e.errno == 28:
+        return "no space left on device"
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return msg
+
+
+def _parse_list(s: str) -> list[str]:
+    return [p.strip() for p in s.split(",") if p.strip()]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m core.train", description="Train an embedding and write a run directory.")
+    p.add_argument("--data", default=d.data, help="mnist-5k (bundled), mnist, a folder or a .zip")
+    p.add_argument("--data-root", default=d.data_root)
+    p.add_argument("--loss", default=d.loss, help="softmax, l2softmax, triplet, npair, arcface, cosface, normface")
+    p.add_argument("--alpha", default=d.alpha, help="L2-softmax scale, or 'auto' for the paper's bound (p=0.9)")
+    p.add_argument("--alpha-trainable", action="store_true")
+    p.add_argument("--dim", type=int, default=d.dim)
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--margin", type=float, default=None)
+    p.add_argument("--mining", default=d.mining, help="random, semihard or hard (triplet)")
+    p.add_argument("--scale", type=float, default=None, help="ArcFace/CosFace/NormFace scale")
+    p.add_argument("--m-per-class", type=int, default=d.m_per_class)
+    p.add_argument("--holdout-classes", default="", help="comma-separated class names used as anomalies")
+    p.add_argument("--reference", default=d.reference, help="auto, none, mnist-5k or PATH")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--arch", default=d.arch, help="auto, smallcnn or resnet18")
+    p.add_argument("--image-size", type=int, default=None)
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--k", type=int, default=d.k, help="neighbours for the anomaly score")
+    p.add_argument("--threshold-percentile", type=float, default=d.threshold_percentile)
+    p.add_argument("--projection", default=d.projection, help="auto, pca, umap or none (dim > 3)")
+    p.add_argument("--device", default=d.device)
+    p.add_argument("--run-dir", default="")
+    p.add_argument("--name", default="")
+    p.add_argument("--config", default=None, help="read the whole config from a config.json (used by core.jobs)")
+    p.add_argument("--queue-root", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--quiet", action="store_true")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    if args.config:
+        cfg = TrainConfig.from_dict(read_json(args.config))
+        if args.run_dir:
+            cfg.run_dir = args.run_dir
+        return cfg
+    cfg = TrainConfig(
+        data=args.data, data_root=args.data_root, loss=args.loss, alpha=str(args.alpha),
+        alpha_trainable=args.alpha_trainable, dim=args.dim, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, weight_decay=args.weight_decay, margin=args.margin, mining=args.mining, scale=args.scale,
+        m_per_class=args.m_per_class, holdout_classes=_parse_list(args.holdout_classes), reference=args.reference,
+        seed=args.seed, arch=args.arch, image_size=args.image_size, augment=not args.no_augment, k=args.k,
+        threshold_percentile=args.threshold_percentile, projection=args.projection, device=args.device,
+        run_dir=args.run_dir, name=args.name,
+    )
+    if not cfg.run_dir:
+        cfg.run_dir = str(Path("checkpoints") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.loss}"))
+    cfg.validate()
+    return cfg
+
+
+def _print_event(e: dict) -> None:
+    if e["event"] == "epoch":
+        print(f"epoch {e['epoch']}: loss {e['loss']:.4f}  val_acc {e['val_accuracy']:.4f}  "
+              f"{e['samples_per_s']:.0f} samples/s", flush=True)
+    elif e["event"] == "done":
+        auroc = e.get("anomaly_auroc")
+        print(f"done: test_accuracy {e['test_accuracy']:.4f}  P@1 {e['precision_at_1']:.4f}  "
+              f"MAP@R {e['map_at_r']:.4f}" + (f"  AUROC {auroc:.4f}" if auroc is not None else ""), flush=True)
+
+
+def _check_inputs(cfg: TrainConfig) -> None:
+    """Fail fast on bad input, before any status file is written."""
+    if cfg.data not in ("mnist-5k", "mnist") and not Path(cfg.data).exists():
+        raise ValueError(f"data path not found: {cfg.data}")
+    if cfg.reference not in ("auto", "none", "mnist-5k") and not Path(cfg.reference).exists():
+        raise ValueError(f"reference path not found: {cfg.reference}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        cfg = config_from_args(args)
+        _check_inputs(cfg)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return run_job(cfg, queue_root=args.queue_root, on_event=None if args.quiet else _print_event)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
