@@ -283,6 +283,28 @@ def _declared_size_from_header(path: PathLike) -> tuple[int, int] | None:
     return None
 
 
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
+def _sniff_format(path: PathLike) -> str | None:
+    """Format named by the file's magic bytes: tells a damaged image from a file that never was one."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError:
+        return None
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "WEBP"
+    return next((name for magic, name in _SIGNATURES if head.startswith(magic)), None)
+
+
 def _bomb_error(width: int, height: int, limit: int) -> IngestError:
     return IngestError(f"image declares {width}×{height} pixels, over the limit of {limit:,}")
 
@@ -304,6 +326,9 @@ def _open_checked(path: PathLike) -> Image.Image:
             raise _bomb_error(*declared, limit) from None
         raise IngestError(f"image declares too many pixels, over the limit of {limit:,}") from None
     except UnidentifiedImageError:
+        kind = _sniff_format(path)
+        if kind:
+            raise IngestError(f"corrupt image ({kind} signature, but the header cannot be parsed)") from None
         raise IngestError("not a recognised image format") from None
     except _DECODE_ERRORS as e:
         raise IngestError(f"corrupt image header ({type(e).__name__}: {e})") from None
