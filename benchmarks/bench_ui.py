@@ -1,0 +1,229 @@
+"""Server-side timings of the Explore and Anomaly pages, on synthetic runs in the contract format.
+
+    .venv/bin/python benchmarks/bench_ui.py [--sizes 10000 70000] [--repeats 15]
+
+Measures, side by side in one process (streamlit.testing AppTest drives the real page scripts):
+* the Anomaly page's rerun when the threshold slider moves (target <= 50 ms), at each size;
+* the first and the warm render of the Explore page on an already-computed projection (target <= 2 s).
+`write_synthetic_run` is also used by the page tests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def write_synthetic_run(
+    run_dir: str | Path,
+    n: int = 2000,
+    dim: int = 2,
+    loss: str = "l2softmax",
+    alpha: float | None = 16.0,
+    n_classes: int = 10,
+    normal: int = 6,
+    seed: int = 0,
+    projection: bool = True,
+    model: bool = False,
+) -> Path:
+    """A completed run dir with made-up embeddings: classes 0..normal-1 are normal (train/val/test),
+    the others appear only in the test split, flagged as anomalies. Scores are the real kNN scores of
+    the made-up embeddings. With model=True, a randomly initialised model.pt (for Inspect images)."""
+    import torch
+
+    from core import anomaly
+    from core.fsutil import write_json, write_npz, write_torch
+    from core.train import TrainConfig, build_model, compute_projection
+
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    if dim == 2:
+        ang = np.linspace(0, 2 * np.pi, n_classes, endpoint=False)
+        centres = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    label = rng.integers(0, n_classes, size=n)
+    split = rng.choice([0, 1, 2], size=n, p=[0.6, 0.1, 0.3]).astype(np.int8)
+    label[(split != 2) & (label >= normal)] = rng.integers(
+        0, normal, size=int(((split != 2) & (label >= normal)).sum())
+    )
+    anom = label >= normal
+    scale = rng.lognormal(mean=1.5, sigma=0.4, size=n)
+    emb = centres[label] + rng.normal(scale=0.25 if dim <= 3 else 0.6 / np.sqrt(dim) * 3, size=(n, dim))
+    emb = (emb * scale[:, None]).astype(np.float32)
+    norm = np.linalg.norm(emb, axis=1).astype(np.float32)
+    normal_train = (split == 0) & ~anom
+    ref = np.flatnonzero(normal_train)
+    score = np.full(n, np.nan, np.float32)
+    other = np.flatnonzero(~normal_train)
+    score[other] = anomaly.knn_cosine_scores(emb[other], emb[ref], k=5)[0]
+    score[ref] = anomaly.knn_cosine_scores(emb[ref], emb[ref], k=5, exclude_self=True)[0]
+    class_names = [str(i) for i in range(n_classes)]
+    cw = (
+        centres[:normal].astype(np.float32)
+        if loss in ("softmax", "l2softmax")
+        else np.zeros((0, dim), np.float32)
+    )
+    write_npz(
+        run_dir / "embeddings.npz",
+        emb=emb,
+        norm=norm,
+        label=label.astype(np.int64),
+        split=split,
+        anomaly=anom,
+        source=np.array([f"mnist-5k#{i % 5000}" for i in range(n)], dtype=str),
+        score=score,
+        class_weights=cw,
+        class_names=np.array(class_names, dtype=str),
+    )
+    if dim > 3 and projection:
+        write_npz(run_dir / "projection.npz", **compute_projection(emb, "pca"))
+    test = split == 2
+    curves = anomaly.roc_pr(score[test], anom[test])
+    val_normal = (split == 1) & ~anom
+    threshold = anomaly.percentile_threshold(score[val_normal], 95)
+    cfg = TrainConfig(
+        loss=loss,
+        dim=dim,
+        alpha=str(alpha or 16),
+        holdout_classes=class_names[normal:],
+        run_dir=str(run_dir),
+        epochs=1,
+    )
+    write_json(run_dir / "config.json", asdict(cfg))
+    summary = {
+        "loss": loss,
+        "alpha": alpha if loss == "l2softmax" else None,
+        "dim": dim,
+        "epochs": 1,
+        "data": "synthetic",
+        "n_train": int((split == 0).sum()),
+        "n_test": int(test.sum()),
+        "test_accuracy": 0.9,
+        "precision_at_1": 0.9,
+        "map_at_r": 0.8,
+        "anomaly_auroc": curves.get("auroc"),
+        "anomaly_aupr": curves.get("aupr"),
+        "threshold": threshold,
+        "threshold_percentile": 95.0,
+        "k": 5,
+        "samples_per_second": 1.0,
+        "train_seconds": 1.0,
+        "mean_feature_norm": float(norm[split == 0].mean()),
+        "class_names": class_names,
+        "normal_classes": list(range(normal)),
+        "train_classes": list(range(normal)),
+        "image_size": 28,
+        "channels": 1,
+    }
+    write_json(run_dir / "summary.json", summary)
+    write_json(run_dir / "status.json", {"state": "completed", "progress": 1.0})
+    if model:
+        meta = {
+            "config": asdict(cfg),
+            "class_names": class_names,
+            "train_classes": list(range(normal)),
+            "normal_classes": list(range(normal)),
+            "channels": 1,
+            "image_size": 28,
+            "alpha": float(alpha or 16),
+            "arch": "auto",
+        }
+        torch.manual_seed(seed)
+        m = build_model(meta)
+        write_torch(
+            run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in m.state_dict().items()}}
+        )
+    return run_dir
+
+
+def _timeit(fn, repeats: int) -> list[float]:
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def bench(sizes: list[int], repeats: int) -> list[tuple[str, int, float, float, float]]:
+    from streamlit.testing.v1 import AppTest
+
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in sizes:
+            root = Path(tmp) / f"n{n}"
+            write_synthetic_run(root / "r2d", n=n, dim=2)
+            write_synthetic_run(root / "r64", n=n, dim=64)
+            os.environ["HSE_CHECKPOINTS"] = str(root)
+
+            at = AppTest.from_file(str(REPO / "pages/3_Anomaly.py"), default_timeout=300)
+            at.run()
+            assert not at.exception, at.exception
+            for name in ("r2d", "r64"):
+                at.selectbox(key="anomaly_run").set_value(name).run()
+                assert not at.exception, at.exception
+                key = f"anomaly_thr::{name}"
+                hi = at.slider(key=key).max
+                values = iter(np.linspace(0.05 * hi, 0.9 * hi, repeats + 1))
+                at.slider(key=key).set_value(float(next(values))).run()  # warm
+
+                def move(at=at, key=key, values=values):
+                    at.slider(key=key).set_value(round(float(next(values)), 4)).run()
+
+                t = _timeit(move, repeats)
+                assert not at.exception, at.exception
+                results.append((f"anomaly slider rerun ({name})", n, statistics.median(t), max(t), 50.0))
+
+            for name in ("r64", "r2d"):
+                # first render in a fresh session: load + projection already on disk, nothing computed
+                from core import runs as core_runs
+
+                core_runs._load_run_cached.cache_clear()
+                ex = AppTest.from_file(str(REPO / "pages/2_Explore.py"), default_timeout=300)
+                t0 = time.perf_counter()
+                ex.run()
+                if ex.selectbox(key="explore_run_a").value != name:
+                    t0 = time.perf_counter()
+                    core_runs._load_run_cached.cache_clear()
+                    ex.selectbox(key="explore_run_a").set_value(name).run()
+                first = (time.perf_counter() - t0) * 1000
+                assert not ex.exception, ex.exception
+                warm = _timeit(lambda ex=ex: ex.run(), max(3, repeats // 3))
+                results.append((f"explore show projection, cold ({name})", n, first, first, 2000.0))
+                results.append(
+                    (f"explore rerun, warm ({name})", n, statistics.median(warm), max(warm), 2000.0)
+                )
+    return results
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", type=int, nargs="+", default=[10_000, 70_000])
+    p.add_argument("--repeats", type=int, default=15)
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    res = bench(args.sizes, args.repeats)
+    print(f"\n{'measurement':48s} {'points':>8s} {'median ms':>10s} {'max ms':>9s} {'target ms':>10s}")
+    for what, n, med, mx, target in res:
+        flag = "ok" if med <= target else "OVER"
+        print(f"{what:48s} {n:8d} {med:10.1f} {mx:9.1f} {target:10.0f}  {flag}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,593 @@
+"""Helpers of the Explore and Anomaly pages: cached per-run derivations, plotly figures, thumbnails
+and the Inspect-images pipeline (`inspect_uploads`: bytes + file name in, rows out; testable
+without a browser). Geometry lives in core/views.py (pure numpy)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import views
+from core.runs import Run, RunError, load_run
+
+MAX_POINTS_DEFAULT = 10_000
+SPLIT_NAMES = ["train", "val", "test"]
+PALETTE = [
+    "#1f77b4",
+    "#ff7f0e",
+    "#2ca02c",
+    "#d62728",
+    "#9467bd",
+    "#8c564b",
+    "#e377c2",
+    "#7f7f7f",
+    "#bcbd22",
+    "#17becf",
+    "#393b79",
+    "#637939",
+    "#8c6d31",
+    "#843c39",
+    "#7b4173",
+    "#3182bd",
+]
+
+
+# --------------------------------------------------------------------------- runs
+
+
+def checkpoints_root() -> Path:
+    return Path(os.environ.get("HSE_CHECKPOINTS", "checkpoints"))
+
+
+def uploads_root() -> Path:
+    return Path(os.environ.get("HSE_UPLOADS", str(Path(os.environ.get("HSE_DATA_ROOT", "data")) / "uploads")))
+
+
+def run_mtime(run_dir: str | Path) -> int:
+    """Newest mtime of the run's files: the cache key that changes when a file is rewritten."""
+    try:
+        return max((p.stat().st_mtime_ns for p in Path(run_dir).iterdir() if p.is_file()), default=0)
+    except OSError:
+        return 0
+
+
+def list_runs(root: Path | None = None) -> tuple[list[Path], list[str]]:
+    """Completed, readable run dirs (newest first) and one error line per unreadable run."""
+    from core.runs import list_completed
+
+    return list_completed(root or checkpoints_root())
+
+
+def try_load(run_dir: str | Path) -> tuple[Run | None, str | None]:
+    try:
+        return load_run(run_dir), None
+    except RunError as e:
+        return None, str(e)
+    except Exception as e:  # noqa: BLE001 - any unreadable run is one line, never a traceback
+        return None, f"{Path(run_dir).name}: cannot be read ({e.__class__.__name__})"
+
+
+def run_label(run: Run) -> str:
+    s = run.summary
+    alpha = f", α={s['alpha']:.3g}" if s.get("alpha") else ""
+    return f"{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {s.get('data', '')}"
+
+
+def normal_classes(run: Run) -> list[int]:
+    return [int(c) for c in run.summary.get("normal_classes", [])]
+
+
+# --------------------------------------------------------------------------- thumbnails
+
+_PLACEHOLDER = np.full((28, 28), 128, dtype=np.uint8)
+
+
+@st.cache_data(max_entries=4096, show_spinner=False)
+def thumbnail(source: str) -> np.ndarray:
+    """Display image of a sample (core.data.load_thumbnail); a grey square when it cannot be read."""
+    try:
+        from core.data import load_thumbnail
+
+        img = np.asarray(load_thumbnail(str(source)))
+        return img if img.size else _PLACEHOLDER
+    except Exception:  # noqa: BLE001 - a missing file must not break a gallery
+        return _PLACEHOLDER
+
+
+def show_gallery(
+    run: Run, rows: Any, captions: list[str] | None = None, width: int = 64, max_images: int = 48
+) -> None:
+    rows = [int(r) for r in list(rows)[:max_images]]
+    if not rows:
+        st.caption("(none)")
+        return
+    imgs = [thumbnail(str(run.source[r])) for r in rows]
+    if captions is None:
+        captions = [class_name(run, r) for r in rows]
+    st.image(imgs, caption=captions[: len(rows)], width=width, clamp=True)
+
+
+def class_name(run: Run, row: int) -> str:
+    lab = int(run.label[row])
+    return run.class_names[lab] if 0 <= lab < len(run.class_names) else str(lab)
+
+
+# --------------------------------------------------------------------------- coordinates
+
+
+@dataclass
+class Coords:
+    xy: np.ndarray | None  # [N, 2|3] or None when the projection is not available
+    radius: float | None  # sphere radius drawn (None: raw plane / projection)
+    kind: str  # "sphere", "raw", "pca", "umap", "missing"
+    note: str = ""
+
+
+def run_coords(run: Run, projection: str = "umap", raw: bool | None = None) -> Coords:
+    """What the Explore page draws for a run. Never computes UMAP here (numba compile = 40-50 s)."""
+    dim = int(run.emb.shape[1])
+    if dim <= 3:
+        xy, radius = views.display_coords(run.emb, str(run.summary.get("loss")), run.alpha, raw)
+        return Coords(xy, radius, "raw" if radius is None else "sphere")
+    proj = run.projection
+    if projection in proj:
+        return Coords(proj[projection], None, projection)
+    for other in ("umap", "pca"):
+        if other in proj:
+            return Coords(
+                proj[other], None, other, f"'{projection}' is not available; showing {other.upper()}"
+            )
+    state = run.status.get("state")
+    phase = run.status.get("phase")
+    if state == "running" or phase == "projecting":
+        return Coords(None, None, "missing", "The projection is being computed by the training job…")
+    return Coords(
+        None, None, "missing", "No projection is available for this run (trained with projection 'none'?)."
+    )
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _ray_traces(run: Run, length: float, dim: int) -> list:
+    cw = np.asarray(run.class_weights)
+    if cw.size == 0 or cw.shape[1] != dim or dim > 3:
+        return []
+    train_classes = run.summary.get("train_classes") or normal_classes(run)
+    segs = views.class_rays(cw, length)
+    xs, ys, zs, texts = [], [], [], []
+    for i, seg in enumerate(segs):
+        c = int(train_classes[i]) if i < len(train_classes) else i
+        name = run.class_names[c] if 0 <= c < len(run.class_names) else str(c)
+        xs += [seg[0, 0], seg[1, 0], None]
+        ys += [seg[0, 1], seg[1, 1], None]
+        if dim == 3:
+            zs += [seg[0, 2], seg[1, 2], None]
+        texts += ["", f"w[{name}]", ""]
+    if dim == 2:
+        return [
+            go.Scattergl(
+                x=xs,
+                y=ys,
+                mode="lines+text",
+                text=texts,
+                textposition="top center",
+                line=dict(color="black", width=1.5),
+                name="class weights",
+                hoverinfo="skip",
+            )
+        ]
+    return [
+        go.Scatter3d(
+            x=xs,
+            y=ys,
+            z=zs,
+            mode="lines+text",
+            text=texts,
+            line=dict(color="black", width=4),
+            name="class weights",
+            hoverinfo="skip",
+        )
+    ]
+
+
+def circle_trace(radius: float) -> go.Scattergl:
+    t = np.linspace(0, 2 * np.pi, 361)
+    return go.Scattergl(
+        x=radius * np.cos(t),
+        y=radius * np.sin(t),
+        mode="lines",
+        name=f"circle r={radius:.3g}",
+        line=dict(color="grey", width=1, dash="dot"),
+        hoverinfo="skip",
+    )
+
+
+def sphere_surface(radius: float, n: int = 40) -> go.Surface:
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n), np.linspace(0, np.pi, n // 2))
+    return go.Surface(
+        x=radius * np.cos(u) * np.sin(v),
+        y=radius * np.sin(u) * np.sin(v),
+        z=radius * np.cos(v),
+        opacity=0.15,
+        showscale=False,
+        colorscale=[[0, "#9ecae1"], [1, "#9ecae1"]],
+        hoverinfo="skip",
+        name="sphere",
+    )
+
+
+def colour_groups(
+    run: Run, colour_by: str, rows: np.ndarray, pred: np.ndarray | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """(legend name, rows) per discrete colour group."""
+    if colour_by == "split":
+        return [(name, rows[run.split[rows] == i]) for i, name in enumerate(SPLIT_NAMES)]
+    if colour_by == "anomaly":
+        return [("normal", rows[~run.anomaly[rows]]), ("anomaly (held out)", rows[run.anomaly[rows]])]
+    if colour_by == "decision" and pred is not None:
+        return [("called normal", rows[~pred[rows]]), ("called anomaly", rows[pred[rows]])]
+    labels = run.label[rows]
+    return [
+        (run.class_names[c] if c < len(run.class_names) else str(c), rows[labels == c])
+        for c in np.unique(labels)
+    ]
+
+
+def scatter_figure(
+    run: Run,
+    coords: Coords,
+    rows: np.ndarray,
+    colour_by: str = "class",
+    pred: np.ndarray | None = None,
+    height: int = 560,
+    extra: list | None = None,
+) -> go.Figure:
+    """WebGL scatter of `rows` (customdata = row index, so selections survive downsampling)."""
+    xy = coords.xy
+    dim = xy.shape[1]
+    traces: list = []
+    hover = "row %{customdata}<extra>%{fullData.name}</extra>"
+    if dim == 3:
+        if coords.radius:
+            traces.append(sphere_surface(coords.radius))
+    elif coords.radius:
+        traces.append(circle_trace(coords.radius))
+    if colour_by == "norm":
+        marker = dict(
+            size=4 if dim == 2 else 2.5,
+            color=run.norm[rows],
+            colorscale="Viridis",
+            showscale=True,
+            colorbar=dict(title="‖f‖"),
+        )
+        if dim == 3:
+            traces.append(
+                go.Scatter3d(
+                    x=xy[rows, 0],
+                    y=xy[rows, 1],
+                    z=xy[rows, 2],
+                    mode="markers",
+                    marker=marker,
+                    customdata=rows,
+                    name="samples",
+                    hovertemplate=hover,
+                )
+            )
+        else:
+            traces.append(
+                go.Scattergl(
+                    x=xy[rows, 0],
+                    y=xy[rows, 1],
+                    mode="markers",
+                    marker=marker,
+                    customdata=rows,
+                    name="samples",
+                    hovertemplate=hover,
+                )
+            )
+    else:
+        for i, (name, r) in enumerate(colour_groups(run, colour_by, rows, pred)):
+            if len(r) == 0:
+                continue
+            colour = PALETTE[i % len(PALETTE)]
+            if colour_by in ("anomaly", "decision"):
+                colour = ["#4c78a8", "#e45756"][i]
+            if dim == 3:
+                traces.append(
+                    go.Scatter3d(
+                        x=xy[r, 0],
+                        y=xy[r, 1],
+                        z=xy[r, 2],
+                        mode="markers",
+                        name=name,
+                        marker=dict(size=2.5, color=colour),
+                        customdata=r,
+                        hovertemplate=hover,
+                    )
+                )
+            else:
+                traces.append(
+                    go.Scattergl(
+                        x=xy[r, 0],
+                        y=xy[r, 1],
+                        mode="markers",
+                        name=name,
+                        marker=dict(size=4, color=colour, opacity=0.8),
+                        customdata=r,
+                        hovertemplate=hover,
+                    )
+                )
+    if coords.kind in ("sphere", "raw"):
+        if coords.radius:
+            length = coords.radius * 1.15
+        else:
+            length = float(np.percentile(np.linalg.norm(xy[rows], axis=1), 95)) * 1.1 if len(rows) else 1.0
+        traces += _ray_traces(run, length, dim)
+    traces += extra or []
+    fig = go.Figure(data=traces)
+    fig.update_layout(
+        height=height,
+        margin=dict(l=10, r=10, t=30, b=10),
+        legend=dict(itemsizing="constant"),
+        dragmode="lasso" if dim == 2 else "orbit",
+        uirevision=run.name,
+    )
+    if dim == 2:
+        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+        if coords.kind in ("pca", "umap"):
+            fig.update_xaxes(title=f"{coords.kind.upper()} 1")
+            fig.update_yaxes(title=f"{coords.kind.upper()} 2")
+    else:
+        fig.update_layout(scene=dict(aspectmode="data"))
+    return fig
+
+
+def selected_rows(event: Any) -> list[int]:
+    """Row indices from a st.plotly_chart selection event (customdata carries the row)."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError, AttributeError):
+        return []
+    rows = []
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is None:
+            continue
+        try:
+            rows.append(int(cd))
+        except (TypeError, ValueError):
+            continue
+    return sorted(set(rows))
+
+
+# --------------------------------------------------------------------------- Inspect images
+
+
+def safe_upload_name(name: str) -> str:
+    """A harmless file name: basename only, [A-Za-z0-9._-], at most 100 characters, never empty/dots."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
+    if len(base) > 100:
+        stem, dot, suffix = base.rpartition(".")
+        base = (stem[:90] + "." + suffix[:9]) if dot and len(suffix) < 10 else base[:100]
+    return base or "upload"
+
+
+def save_upload(data: bytes, name: str, root: Path | None = None) -> tuple[Path, str]:
+    """Write an upload under <root>/<sha256>/<safe name>; never outside root. Returns (path, sha256)."""
+    root = Path(root or uploads_root()).resolve()
+    sha = hashlib.sha256(data).hexdigest()
+    folder = (root / sha).resolve()
+    path = (folder / safe_upload_name(name)).resolve()
+    if folder.parent != root or path.parent != folder:
+        raise ValueError("refused upload path")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = folder / f".{path.name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path, sha
+
+
+def inspect_uploads(
+    run: Run, files: list[tuple[str, bytes]], threshold: float, root: Path | None = None, k: int | None = None
+) -> list[dict]:
+    """Score uploaded images against a run. One row per file, in order:
+    {file, sha256, path, score, decision, threshold, nn_rows, nn_dist, nn_source, embedding, image,
+    coords, error}.
+    A file that cannot be used gets score None, decision "error" and a one-line `error`."""
+    from core.runs import embed_images, score_embeddings
+
+    size = int(run.summary.get("image_size") or run.config.get("image_size") or 28)
+    channels = int(run.summary.get("channels") or 1)
+    rows: list[dict] = []
+    good: list[int] = []
+    images = []
+    for name, data in files:
+        row: dict = {
+            "file": str(name),
+            "sha256": "",
+            "score": None,
+            "decision": "error",
+            "threshold": threshold,
+            "error": None,
+        }
+        rows.append(row)
+        try:
+            if not data:
+                raise ValueError("empty file (0 bytes)")
+            path, sha = save_upload(data, name, root)
+            row.update(path=str(path), sha256=sha)
+            from core.ingest import load_image
+
+            img = load_image(path, size, channels)
+        except Exception as e:  # noqa: BLE001 - IngestError and anything else: one line, no traceback
+            row["error"] = _one_line(e)
+            continue
+        images.append(img)
+        good.append(len(rows) - 1)
+    if not images:
+        return rows
+    try:
+        emb = embed_images(run.run_dir, np.stack(images))
+        scores, nn_rows, nn_dist = score_embeddings(run, emb, k)
+    except Exception as e:  # noqa: BLE001 - e.g. model.pt missing or unreadable
+        msg = f"cannot score with run {run.name}: {_one_line(e)}"
+        for i in good:
+            rows[i]["error"] = msg
+        return rows
+    coords = star_coords(run, emb)
+    for j, i in enumerate(good):
+        img = images[j]
+        rows[i].update(
+            score=float(scores[j]),
+            decision="anomaly" if scores[j] > threshold else "normal",
+            nn_rows=[int(r) for r in nn_rows[j]],
+            nn_dist=[float(d) for d in nn_dist[j]],
+            nn_source=[str(run.source[r]) for r in nn_rows[j]],
+            embedding=emb[j],
+            image=(np.clip(img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0], 0, 1) * 255).astype(
+                np.uint8
+            ),
+            coords=None if coords is None else coords[j],
+        )
+    return rows
+
+
+def star_coords(run: Run, emb: np.ndarray, projection: str = "umap") -> np.ndarray | None:
+    """Where new embeddings land on the run's view (the Anomaly page's map): direct on the hypersphere
+    for dim <= 3, kNN-weighted placement on the 2-D projection otherwise (approximate)."""
+    if run.emb.shape[1] <= 3:
+        xy, _ = views.display_coords(emb, str(run.summary.get("loss")), run.alpha, raw=False)
+        return xy
+    c = run_coords(run, projection)
+    if c.xy is None:
+        return None
+    return views.place_in_projection(emb, run.emb, c.xy)
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+    return msg[:300]
+
+
+# --------------------------------------------------------------------------- Anomaly page base
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def anomaly_base(run_dir: str, mtime: int, max_points: int = 4000) -> dict:  # noqa: ARG001 - mtime is the key
+    """Everything on the Anomaly page that does not depend on the threshold, computed once per run
+    version: test scores/labels, histogram bins, thinned ROC/PR curves, suggestions, score-sorted
+    FP/FN candidates and the hypersphere geometry. Shared (not copied) between reruns: read only."""
+    from core import anomaly
+
+    run = load_run(run_dir)
+    test = np.flatnonzero(run.split == 2)
+    s_test = run.score[test].astype(np.float64)
+    finite = np.isfinite(s_test)
+    test, s_test = test[finite], s_test[finite]
+    y_test = run.anomaly[test].astype(bool)
+    normal_cls = normal_classes(run)
+    val_normal = (run.split == 1) & np.isin(run.label, normal_cls) & np.isfinite(run.score)
+    ref_scores = run.score[val_normal] if val_normal.any() else run.score[run.normal_train_mask]
+    ref_scores = ref_scores[np.isfinite(ref_scores)]
+    # kNN cosine scores span decades (1e-6 for a dense 2-D circle, 0.5 for a far anomaly): the
+    # threshold slider and the histogram work on log10(score)
+    pooled = np.concatenate([s_test, ref_scores, [run.threshold]])
+    pos = pooled[pooled > 0]
+    lo = float(np.floor(np.log10(max(float(pos.min()) if len(pos) else 1e-6, 1e-7)) * 10) / 10)
+    hi = float(np.ceil(np.log10(min(max(float(pooled.max()), 1e-6), 2.0)) * 10) / 10)
+    hi = max(hi, lo + 0.1)
+    bins = np.logspace(lo, hi, 61)
+    curves = anomaly.roc_pr(s_test, y_test)
+    base: dict = {
+        "test": test,
+        "s_test": s_test,
+        "y_test": y_test,
+        "bins": bins,
+        "log_lo": lo,
+        "log_hi": hi,
+        "h_normal": views.histogram(np.clip(s_test[~y_test], bins[0], bins[-1]), bins),
+        "h_anom": views.histogram(np.clip(s_test[y_test], bins[0], bins[-1]), bins),
+        "has_labels": bool(curves),
+        "suggest": anomaly.suggest_thresholds(ref_scores if len(ref_scores) else s_test, s_test, y_test)
+        if len(s_test)
+        else {},
+    }
+    if curves:
+        base["auroc"], base["aupr"] = curves["auroc"], curves["aupr"]
+        base["roc"] = views.thin_curve(curves["fpr"], curves["tpr"])
+        base["pr"] = views.thin_curve(curves["recall"], curves["precision"])
+    # false positives: normal test rows, highest score first; false negatives: anomalies, lowest first
+    nrm, anm = test[~y_test], test[y_test]
+    base["fp_order"] = nrm[np.argsort(-run.score[nrm], kind="stable")]
+    base["fn_order"] = anm[np.argsort(run.score[anm], kind="stable")]
+    dim = int(run.emb.shape[1])
+    base["dim"] = dim
+    if dim <= 3:
+        xy, radius = views.display_coords(run.emb, str(run.summary.get("loss")), run.alpha, raw=False)
+        base["coords"] = Coords(xy, radius, "sphere")
+        ref = run.emb[run.normal_train_mask]
+        base["directions"] = views.class_mean_directions(ref, run.label[run.normal_train_mask], normal_cls)
+        if dim == 2 and len(ref):
+            base["grid"] = views.circle_grid_scores(ref, k=int(run.summary.get("k", 5)))
+    else:
+        base["coords"] = run_coords(run)
+    base["map_rows"] = test[views.downsample_indices(len(test), max_points, seed=0, strata=run.label[test])]
+    return base
+
+
+def decision_region_traces(base: dict, threshold: float) -> list:
+    """Normal region at `threshold` on the 2-D circle (exact on a 0.5° grid) or the 3-D sphere
+    (caps around normal class mean directions: approximate, see core/views.py)."""
+    coords = base["coords"]
+    radius = coords.radius or 1.0
+    traces: list = []
+    if base["dim"] == 2 and "grid" in base:
+        angles, gs = base["grid"]
+        xs, ys = [], []
+        for a0, a1 in views.region_intervals(angles, gs, threshold):
+            t = np.linspace(a0, a1, max(2, int((a1 - a0) / 0.01)))
+            xs += list(radius * 1.04 * np.cos(t)) + [None]
+            ys += list(radius * 1.04 * np.sin(t)) + [None]
+        traces.append(
+            go.Scattergl(
+                x=xs or [None],
+                y=ys or [None],
+                mode="lines",
+                name="normal region (score ≤ t)",
+                line=dict(color="#2ca02c", width=6),
+                hoverinfo="skip",
+            )
+        )
+    elif base["dim"] == 3:
+        angle = views.cap_angle(threshold)
+        xs, ys, zs = [], [], []
+        for d in base["directions"].values():
+            ring = views.cap_circle_3d(d, angle, radius * 1.01, n=72)
+            xs += list(ring[:, 0]) + [None]
+            ys += list(ring[:, 1]) + [None]
+            zs += list(ring[:, 2]) + [None]
+        traces.append(
+            go.Scatter3d(
+                x=xs or [None],
+                y=ys or [None],
+                z=zs or [None],
+                mode="lines",
+                name="normal caps (approx.)",
+                line=dict(color="#2ca02c", width=5),
+                hoverinfo="skip",
+            )
+        )
+    return traces
