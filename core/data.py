@@ -393,6 +393,11 @@ def _reference_pool(
             [f"mnist-5k#{i}" for i in keep],
             skipped,
         )
+    if not Path(reference).expanduser().exists():
+        raise DataError(
+            f"reference {reference!r} not found: use auto, none, mnist-5k, "
+            "or a folder/.zip of reference images"
+        )
     root = _resolve_upload(reference, data_root)
     _, entries, _, _, skipped = _collect_entries(root)
     entries = [e for e in entries if not e.anomaly]

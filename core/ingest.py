@@ -38,7 +38,17 @@ class IngestError(DataError):
 
 PathLike = str | bytes | os.PathLike
 
-MAX_IMAGE_PIXELS = int(os.environ.get("HSE_MAX_IMAGE_PIXELS", "40000000"))
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+
+
+def _env_pixel_limit(default: int) -> int:
+    try:
+        return int(os.environ.get("HSE_MAX_IMAGE_PIXELS") or default)
+    except ValueError:  # a typo in the environment must not make every import fail
+        return default
+
+
+MAX_IMAGE_PIXELS = _env_pixel_limit(DEFAULT_MAX_IMAGE_PIXELS)
 
 IMAGE_EXTENSIONS = frozenset(
     {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pbm"}
@@ -82,13 +92,7 @@ class FolderScan:
 
 def image_pixel_limit() -> int:
     """The pixel budget per image; read at call time so the env var can be changed by a running app."""
-    env = os.environ.get("HSE_MAX_IMAGE_PIXELS")
-    if env:
-        try:
-            return int(env)
-        except ValueError:
-            pass
-    return MAX_IMAGE_PIXELS
+    return _env_pixel_limit(MAX_IMAGE_PIXELS)
 
 
 def is_image_name(name: str | os.PathLike) -> bool:
@@ -241,7 +245,12 @@ def _stream_members(
         # Defence in depth: the name checks above should make this impossible.
         if os.path.commonpath([root_real, os.path.realpath(out_path)]) != root_real:
             raise IngestError(f"refusing the archive: entry {info.filename!r} points outside the archive")
-        out_path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            raise IngestError(
+                f"refusing the archive: entry {info.filename!r} conflicts with a file of the same name"
+            ) from None
         entry_limit = min(info.file_size, limits.max_entry_bytes)
         written = 0
         try:
@@ -320,7 +329,10 @@ def _open_checked(path: PathLike) -> Image.Image:
     try:
         im = Image.open(path)
     except Image.DecompressionBombError:
-        # Pillow's own, looser guard fired first; report it in the same terms as ours.
+        # Pillow's own guard fired first (it only does so above twice its limit); report it in the
+        # same terms as ours, with whichever limit is actually in force.
+        if Image.MAX_IMAGE_PIXELS:
+            limit = min(limit, 2 * int(Image.MAX_IMAGE_PIXELS))
         declared = _declared_size_from_header(path)
         if declared:
             raise _bomb_error(*declared, limit) from None

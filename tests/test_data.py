@@ -347,6 +347,12 @@ def test_reference_from_a_folder(tmp_path: Path) -> None:
     assert n_ref == 20 and b.train.x.shape[1:] == (3, 64, 64)
 
 
+def test_missing_reference_path_is_a_clear_error(tmp_path: Path) -> None:
+    _make_mvtec(tmp_path / "mvtec")
+    with pytest.raises(DataError, match="reference '.*nowhere' not found: use auto, none, mnist-5k"):
+        load_data(str(tmp_path / "mvtec"), data_root=tmp_path / "data", reference=str(tmp_path / "nowhere"))
+
+
 def test_explicit_reference_with_several_classes_is_unused_with_notice(tmp_path: Path) -> None:
     root = _make_imagefolder(tmp_path / "d", per_class=4)
     b = load_data(str(root), data_root=tmp_path / "data", reference="mnist-5k")

@@ -163,6 +163,14 @@ def test_lying_headers_are_caught_while_streaming(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------------- odd archives
 
 
+def test_file_and_folder_with_the_same_name_refused(tmp_path: Path) -> None:
+    zip_path = make_zip(tmp_path / "clash.zip", {"cls/a.png": png_bytes(), "cls/a.png/b.png": png_bytes()})
+    dest = tmp_path / "uploads"
+    with pytest.raises(IngestError, match="conflicts with a file of the same name"):
+        safe_extract_zip(zip_path, dest)
+    assert files_under(dest) == []
+
+
 def test_empty_zip_refused(tmp_path: Path) -> None:
     zip_path = make_zip(tmp_path / "empty.zip", {})
     with pytest.raises(IngestError, match="is empty"):
@@ -215,6 +223,24 @@ def test_decompression_bomb_png_refused_without_decoding(tmp_path: Path) -> None
     expected = r"image declares 100000×100000 pixels, over the limit of 40,000,000"
     with pytest.raises(IngestError, match=expected):
         load_image(path, 28, 1)
+
+
+def test_pillow_limit_is_reported_when_it_is_the_lower_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HSE_MAX_IMAGE_PIXELS", str(10**12))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1_000_000)
+    path = tmp_path / "bomb.png"
+    path.write_bytes(bomb_png(5000, 5000))
+    with pytest.raises(IngestError, match="image declares 5000×5000 pixels, over the limit of 2,000,000"):
+        load_image(path, 28, 1)
+
+
+def test_garbage_pixel_limit_env_falls_back_to_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    from core import ingest
+
+    monkeypatch.setenv("HSE_MAX_IMAGE_PIXELS", "lots")
+    assert ingest.image_pixel_limit() == ingest.MAX_IMAGE_PIXELS
 
 
 def test_pixel_limit_is_configurable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
