@@ -60,8 +60,12 @@ def roc_pr(scores: np.ndarray, is_anomaly: np.ndarray) -> dict:
     return {
         "auroc": float(roc_auc_score(y, s)),
         "aupr": float(average_precision_score(y, s)),
-        "fpr": fpr, "tpr": tpr, "roc_thresholds": roc_thr,
-        "precision": precision, "recall": recall, "pr_thresholds": pr_thr,
+        "fpr": fpr,
+        "tpr": tpr,
+        "roc_thresholds": roc_thr,
+        "precision": precision,
+        "recall": recall,
+        "pr_thresholds": pr_thr,
     }
 
 
@@ -77,8 +81,16 @@ def decision_metrics(scores: np.ndarray, is_anomaly: np.ndarray, threshold: floa
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     fpr = fp / (fp + tn) if fp + tn else 0.0
-    return {"tp": tp, "fp": fp, "tn": tn, "fn": fn,
-            "precision": precision, "recall": recall, "f1": f1, "fpr": fpr}
+    return {
+        "tp": tp,
+        "fp": fp,
+        "tn": tn,
+        "fn": fn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "fpr": fpr,
+    }
 
 
 def percentile_threshold(normal_scores: np.ndarray, percentile: float = 95.0) -> float:
@@ -88,7 +100,10 @@ def percentile_threshold(normal_scores: np.ndarray, percentile: float = 95.0) ->
 
 def suggest_thresholds(val_normal_scores: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray) -> dict:
     """Candidate thresholds: p95/p99 of normal validation scores, and (with labels) best F1 and Youden's J."""
-    out = {"p95": percentile_threshold(val_normal_scores, 95), "p99": percentile_threshold(val_normal_scores, 99)}
+    out = {
+        "p95": percentile_threshold(val_normal_scores, 95),
+        "p99": percentile_threshold(val_normal_scores, 99),
+    }
     curves = roc_pr(scores, is_anomaly)
     if curves:
         p, r, thr = curves["precision"][:-1], curves["recall"][:-1], curves["pr_thresholds"]

@@ -100,10 +100,23 @@ def submit(config: TrainConfig, root: str | Path | None = None) -> str:
     log = open(run_dir / "log.txt", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core.train", "--config", str(run_dir / "config.json"), "--run-dir", str(run_dir),
-         "--queue-root", str(root.resolve())],
-        cwd=PROJECT_ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        start_new_session=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "core.train",
+            "--config",
+            str(run_dir / "config.json"),
+            "--run-dir",
+            str(run_dir),
+            "--queue-root",
+            str(root.resolve()),
+        ],
+        cwd=PROJECT_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        env=env,
     )
     log.close()
     # the child may already have recorded itself: only fill the PID in, never roll a state back
@@ -151,7 +164,9 @@ def _reconcile(run_dir: Path, st: dict) -> dict:
     """A queued/running run whose process is gone ended unexpectedly: say so, on disk too."""
     if st.get("state") in LIVE_STATES and st.get("pid") and not pid_alive(st["pid"], st.get("pid_start")):
         fixed = {"state": "failed", "reason": ENDED_UNEXPECTEDLY, "ended": time.time()}
-        _update_status_if(run_dir, lambda s: s.get("state") in LIVE_STATES and s.get("pid") == st["pid"], **fixed)
+        _update_status_if(
+            run_dir, lambda s: s.get("state") in LIVE_STATES and s.get("pid") == st["pid"], **fixed
+        )
         st = {**st, **fixed}
     elif st.get("state") == "queued" and not st.get("pid") and time.time() - st.get("created", 0) > 60:
         # submit() died between creating the run and starting its process
@@ -174,9 +189,13 @@ def list_runs(root: str | Path | None = None) -> list[dict]:
         return []
     out = []
     for d in root.iterdir():
-        if d.is_dir() and not d.name.startswith(".") and ((d / "status.json").exists() or (d / "config.json").exists()):
+        if (
+            d.is_dir()
+            and not d.name.startswith(".")
+            and ((d / "status.json").exists() or (d / "config.json").exists())
+        ):
             out.append({"run_id": d.name, **_reconcile(d, _read_status_raw(d))})
-    return sorted(out, key=lambda s: (s.get("created") or s.get("started") or 0), reverse=True)
+    return sorted(out, key=lambda s: s.get("created") or s.get("started") or 0, reverse=True)
 
 
 def cancel(run_id: str, root: str | Path | None = None) -> dict:
@@ -200,8 +219,13 @@ def cancel(run_id: str, root: str | Path | None = None) -> dict:
                 os.killpg(int(pid), signal.SIGKILL)
             except ProcessLookupError:
                 pass
-    _update_status_if(run_dir, lambda s: s.get("state") in LIVE_STATES,
-                      state="cancelled", reason="cancelled by user", ended=time.time())
+    _update_status_if(
+        run_dir,
+        lambda s: s.get("state") in LIVE_STATES,
+        state="cancelled",
+        reason="cancelled by user",
+        ended=time.time(),
+    )
     return status(run_id, root)
 
 
@@ -246,13 +270,19 @@ def wait_for_slot(run_dir: Path, root: Path, poll: float = 0.3) -> None:
             for d in root.iterdir():
                 if d.is_dir() and (d / "status.json").exists():
                     s = _read_status_raw(d)
-                    if s.get("state") in LIVE_STATES and s.get("pid") and pid_alive(s["pid"], s.get("pid_start")):
+                    if (
+                        s.get("state") in LIVE_STATES
+                        and s.get("pid")
+                        and pid_alive(s["pid"], s.get("pid_start"))
+                    ):
                         runs.append((d.name, s))
             running = sum(1 for _, s in runs if s["state"] == "running")
             queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
             free = max_parallel() - running
             if free > 0 and me in [name for _, name in queued[:free]]:
-                st.update(state="running", phase="starting", started=time.time(), pid=my_pid, pid_start=my_start)
+                st.update(
+                    state="running", phase="starting", started=time.time(), pid=my_pid, pid_start=my_start
+                )
                 write_json(run_dir / "status.json", st)
                 return
         time.sleep(poll)

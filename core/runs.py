@@ -121,12 +121,22 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
         float(summary["threshold"])
     except (TypeError, ValueError):
         raise RunError(f"{run_dir.name}: summary.json threshold is not a number") from None
-    return Run(run_dir=run_dir, config=config, summary=summary, status=status, emb=arrays["emb"],
-               norm=arrays["norm"], label=arrays["label"], split=arrays["split"], anomaly=arrays["anomaly"],
-               source=arrays["source"], score=arrays["score"],
-               class_weights=arrays.get("class_weights", np.zeros((0, arrays["emb"].shape[1]), np.float32)),
-               class_names=[str(c) for c in arrays.get("class_names", summary["class_names"])],
-               projection=projection)
+    return Run(
+        run_dir=run_dir,
+        config=config,
+        summary=summary,
+        status=status,
+        emb=arrays["emb"],
+        norm=arrays["norm"],
+        label=arrays["label"],
+        split=arrays["split"],
+        anomaly=arrays["anomaly"],
+        source=arrays["source"],
+        score=arrays["score"],
+        class_weights=arrays.get("class_weights", np.zeros((0, arrays["emb"].shape[1]), np.float32)),
+        class_names=[str(c) for c in arrays.get("class_names", summary["class_names"])],
+        projection=projection,
+    )
 
 
 def list_completed(root: str | Path) -> tuple[list[Path], list[str]]:
@@ -135,8 +145,11 @@ def list_completed(root: str | Path) -> tuple[list[Path], list[str]]:
     ok, errors = [], []
     if not root.is_dir():
         return ok, errors
-    for d in sorted((p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-                    key=lambda p: p.stat().st_mtime, reverse=True):
+    for d in sorted(
+        (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.stat().st_mtime,
+        reverse=True,
+    ):
         if not (d / "summary.json").exists():
             continue
         try:
@@ -151,7 +164,9 @@ def metrics(run_dir: str | Path) -> list[dict]:
     return read_jsonl(Path(run_dir) / "metrics.jsonl")
 
 
-def score_embeddings(run: Run, emb: np.ndarray, k: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def score_embeddings(
+    run: Run, emb: np.ndarray, k: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Score new embeddings against the run's normal training embeddings. Neighbour indices are
     rows of the run's arrays."""
     ref_rows = np.flatnonzero(run.normal_train_mask)
@@ -164,4 +179,6 @@ def embed_images(run_dir: str | Path, images: np.ndarray) -> np.ndarray:
     from core.train import embed_all, load_model
 
     model, _ = load_model(Path(run_dir) / "model.pt")
-    return embed_all(model, torch.from_numpy(np.asarray(images, dtype=np.float32)), torch.device("cpu")).numpy()
+    return embed_all(
+        model, torch.from_numpy(np.asarray(images, dtype=np.float32)), torch.device("cpu")
+    ).numpy()

@@ -14,11 +14,9 @@ import numpy as np
 
 from core.runs import RunError, embed_images, load_run, score_embeddings
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
-
 
 def collect_images(paths: list[str], extract_root: Path) -> list[Path]:
-    from core.ingest import safe_extract_zip
+    from core.ingest import list_image_files, safe_extract_zip
 
     files: list[Path] = []
     for p in map(Path, paths):
@@ -27,14 +25,15 @@ def collect_images(paths: list[str], extract_root: Path) -> list[Path]:
         if p.is_file() and p.suffix.lower() == ".zip":
             p = safe_extract_zip(p, extract_root)
         if p.is_dir():
-            files += sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
-                            and "__MACOSX" not in f.parts)
+            files += sorted(list_image_files(p))
         else:
             files.append(p)
     return files
 
 
-def score_files(run_dir: str | Path, files: list[Path], k: int | None = None) -> tuple[list[dict], list[tuple[str, str]]]:
+def score_files(
+    run_dir: str | Path, files: list[Path], k: int | None = None
+) -> tuple[list[dict], list[tuple[str, str]]]:
     """Rows of {path, score, nn_rows, nn_dist, embedding}; unusable files come back as (path, reason)."""
     from core.ingest import IngestError, load_image
 
@@ -52,8 +51,10 @@ def score_files(run_dir: str | Path, files: list[Path], k: int | None = None) ->
         return [], skipped
     emb = embed_images(run.run_dir, np.stack(images))
     scores, nn_rows, nn_dist = score_embeddings(run, emb, k)
-    rows = [{"path": str(f), "score": float(s), "nn_rows": r, "nn_dist": d, "embedding": e}
-            for f, s, r, d, e in zip(kept, scores, nn_rows, nn_dist, emb)]
+    rows = [
+        {"path": str(f), "score": float(s), "nn_rows": r, "nn_dist": d, "embedding": e}
+        for f, s, r, d, e in zip(kept, scores, nn_rows, nn_dist, emb)
+    ]
     return rows, skipped
 
 

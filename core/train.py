@@ -12,9 +12,10 @@ import signal
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -53,11 +54,12 @@ class TrainConfig:
     threshold_percentile: float = 95.0
     projection: str = "auto"  # auto: PCA, plus UMAP when dim > 3; "pca", "umap" or "none"
     device: str = "auto"
+    max_train_samples: int = 0  # 0: all; a small number makes smoke runs and tests fast
     run_dir: str = ""
     name: str = ""
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -100,7 +102,10 @@ def resolve_alpha(config: TrainConfig, num_classes: int) -> tuple[float, str | N
     if str(config.alpha) == "auto":
         # the bound is undefined for C <= 2; the paper's intent (reach p=0.9) still needs some scale
         a = alpha_lower_bound(max(num_classes, 3), 0.9)
-        return a, f"alpha auto: the paper's lower bound log(p(C-2)/(1-p)) with p=0.9, C={num_classes} -> {a:.2f}"
+        return (
+            a,
+            f"alpha auto: the paper's lower bound log(p(C-2)/(1-p)) with p=0.9, C={num_classes} -> {a:.2f}",
+        )
     return float(config.alpha), None
 
 
@@ -118,16 +123,42 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     scale = 1.0 + (u[:, 1] - 0.5) * 0.2
     shift = (u[:, 2:] - 0.5) * (2 * 2.0 / x.shape[-1]) * 2
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
+    theta = torch.stack(
+        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     return F.grid_sample(x, grid, align_corners=False, padding_mode="zeros")
 
 
 @torch.no_grad()
-def embed_all(model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 1024) -> torch.Tensor:
+def embed_all(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 1024
+) -> torch.Tensor:
     model.eval()
     out = [model.embed(x[i : i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]
     return torch.cat(out) if out else torch.empty(0)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = 256
+) -> None:
+    """Recompute BatchNorm statistics with the final weights ("precise BN"). The running averages
+    mix in statistics from early, very different weights; after a short run they can collapse every
+    eval-mode prediction onto one class."""
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average over this pass
+    model.train()
+    for i in range(0, len(x), batch):
+        model.embed(x[i : i + batch].to(device))
+    for bn, m in zip(bns, saved):
+        bn.momentum = m
+    model.eval()
 
 
 def build_model(meta: dict) -> torch.nn.Module:
@@ -139,8 +170,13 @@ def build_model(meta: dict) -> torch.nn.Module:
     arch = cfg["arch"] if cfg["arch"] != "auto" else default_arch(meta["channels"], meta["image_size"])
     backbone = build_backbone(arch, meta["channels"], int(cfg["dim"]), pretrained=False)
     head = build_head(
-        cfg["loss"], int(cfg["dim"]), len(meta["train_classes"]), alpha=float(meta["alpha"]),
-        alpha_trainable=bool(cfg["alpha_trainable"]), margin=cfg["margin"], mining=cfg["mining"],
+        cfg["loss"],
+        int(cfg["dim"]),
+        len(meta["train_classes"]),
+        alpha=float(meta["alpha"]),
+        alpha_trainable=bool(cfg["alpha_trainable"]),
+        margin=cfg["margin"],
+        mining=cfg["mining"],
         scale=cfg["scale"],
     )
     return MetricModel(backbone, head)
@@ -185,7 +221,9 @@ class RunWriter:
         append_jsonl(self.dir / "metrics.jsonl", row)
 
 
-def _classifier_accuracy(model, emb: torch.Tensor, y_cls: torch.Tensor, centroids: torch.Tensor | None) -> float:
+def _classifier_accuracy(
+    model, emb: torch.Tensor, y_cls: torch.Tensor, centroids: torch.Tensor | None
+) -> float:
     if len(emb) == 0:
         return float("nan")
     with torch.no_grad():
@@ -198,23 +236,37 @@ def _classifier_accuracy(model, emb: torch.Tensor, y_cls: torch.Tensor, centroid
 
 def _class_centroids(emb: torch.Tensor, y_cls: torch.Tensor, num_classes: int) -> torch.Tensor:
     e = F.normalize(emb, dim=1)
-    cents = torch.stack([e[y_cls == c].mean(0) if (y_cls == c).any() else torch.zeros(e.shape[1])
-                         for c in range(num_classes)])
+    cents = torch.stack(
+        [e[y_cls == c].mean(0) if (y_cls == c).any() else torch.zeros(e.shape[1]) for c in range(num_classes)]
+    )
     return F.normalize(cents, dim=1)
 
 
-def _retrieval_metrics(query: np.ndarray, q_labels: np.ndarray, ref: np.ndarray, r_labels: np.ndarray) -> dict:
+def _retrieval_metrics(
+    query: np.ndarray, q_labels: np.ndarray, ref: np.ndarray, r_labels: np.ndarray
+) -> dict:
     from pytorch_metric_learning.distances import CosineSimilarity
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
     from pytorch_metric_learning.utils.inference import CustomKNN
 
     if len(query) == 0 or len(ref) == 0:
         return {"precision_at_1": float("nan"), "map_at_r": float("nan")}
-    calc = AccuracyCalculator(include=("precision_at_1", "mean_average_precision_at_r"),
-                              k="max_bin_count", knn_func=CustomKNN(CosineSimilarity()))
-    acc = calc.get_accuracy(torch.from_numpy(query), torch.from_numpy(q_labels), torch.from_numpy(ref),
-                            torch.from_numpy(r_labels), ref_includes_query=False)
-    return {"precision_at_1": float(acc["precision_at_1"]), "map_at_r": float(acc["mean_average_precision_at_r"])}
+    calc = AccuracyCalculator(
+        include=("precision_at_1", "mean_average_precision_at_r"),
+        k="max_bin_count",
+        knn_func=CustomKNN(CosineSimilarity()),
+    )
+    acc = calc.get_accuracy(
+        torch.from_numpy(query),
+        torch.from_numpy(q_labels),
+        torch.from_numpy(ref),
+        torch.from_numpy(r_labels),
+        ref_includes_query=False,
+    )
+    return {
+        "precision_at_1": float(acc["precision_at_1"]),
+        "map_at_r": float(acc["mean_average_precision_at_r"]),
+    }
 
 
 def compute_projection(emb: np.ndarray, which: str, seed: int = 0) -> dict[str, np.ndarray]:
@@ -249,8 +301,14 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
     device = pick_device(config.device)
-    bundle = load_data(config.data, data_root=config.data_root, holdout_classes=config.holdout_classes or None,
-                       reference=config.reference, seed=config.seed, image_size=config.image_size)
+    bundle = load_data(
+        config.data,
+        data_root=config.data_root,
+        holdout_classes=config.holdout_classes or None,
+        reference=config.reference,
+        seed=config.seed,
+        image_size=config.image_size,
+    )
     for notice in bundle.notices:
         print(notice, flush=True)
     num_classes = len(bundle.train_classes)
@@ -259,45 +317,84 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         print(alpha_notice, flush=True)
     write_json(run_dir / "config.json", asdict(config))
 
+    if config.max_train_samples and len(bundle.train.y) > config.max_train_samples:
+        keep = np.sort(
+            np.random.default_rng(config.seed).permutation(len(bundle.train.y))[: config.max_train_samples]
+        )
+        bundle.train = type(bundle.train)(
+            x=bundle.train.x[keep],
+            y=bundle.train.y[keep],
+            anomaly=bundle.train.anomaly[keep],
+            source=[bundle.train.source[i] for i in keep],
+        )
+    fail_at_step = int(os.environ.get("HSE_FAIL_AT_STEP", "0"))  # fault injection for the crash tests
     to_cls = np.full(len(bundle.class_names), -1, dtype=np.int64)
     to_cls[bundle.train_classes] = np.arange(num_classes)
     x_train = bundle.train.x.to(device)
     y_train = torch.from_numpy(to_cls[bundle.train.y]).to(device)
     arch = config.arch if config.arch != "auto" else default_arch(bundle.channels, bundle.image_size)
     backbone = build_backbone(arch, bundle.channels, config.dim)
-    head = build_head(config.loss, config.dim, num_classes, alpha=alpha, alpha_trainable=config.alpha_trainable,
-                      margin=config.margin, mining=config.mining, scale=config.scale)
+    head = build_head(
+        config.loss,
+        config.dim,
+        num_classes,
+        alpha=alpha,
+        alpha_trainable=config.alpha_trainable,
+        margin=config.margin,
+        mining=config.mining,
+        scale=config.scale,
+    )
     model = MetricModel(backbone, head).to(device)
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         # alpha and biases must not be pulled towards zero by weight decay
         (no_decay if p.ndim <= 1 else decay).append(p)
-    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": config.weight_decay},
-                                   {"params": no_decay, "weight_decay": 0.0}], lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+    )
     n = len(x_train)
-    steps_per_epoch = max(1, math.ceil(n / config.batch_size))
-    total_steps = steps_per_epoch * config.epochs
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=config.lr, total_steps=total_steps,
-                                                    pct_start=0.15)
-    gen = torch.Generator().manual_seed(config.seed)
     use_sampler = config.loss in ("triplet", "npair")
-    meta = {"config": asdict(config), "class_names": bundle.class_names, "train_classes": bundle.train_classes,
-            "normal_classes": bundle.normal_classes, "channels": bundle.channels,
-            "image_size": bundle.image_size, "alpha": alpha, "arch": arch}
+    batch_len = config.batch_size
+    if use_sampler:
+        # an m-per-class batch must hold whole groups of m, and enough classes to fill it
+        m = max(config.m_per_class, math.ceil(config.batch_size / num_classes))
+        batch_len = max(m, (config.batch_size // m) * m)
+        sampler = make_sampler(y_train.cpu().numpy(), m, batch_len, max(n, batch_len))
+        n_per_epoch = len(sampler)
+    else:
+        n_per_epoch = n
+    steps_per_epoch = max(1, math.ceil(n_per_epoch / batch_len))
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=config.lr, total_steps=total_steps, pct_start=0.15
+    )
+    gen = torch.Generator().manual_seed(config.seed)
+    meta = {
+        "config": asdict(config),
+        "class_names": bundle.class_names,
+        "train_classes": bundle.train_classes,
+        "normal_classes": bundle.normal_classes,
+        "channels": bundle.channels,
+        "image_size": bundle.image_size,
+        "alpha": alpha,
+        "arch": arch,
+    }
 
-    step, seen, t_train = 0, 0, time.time()
+    step, seen, t_train, busy = 0, 0, time.time(), 0.0
     writer.status(phase="training", total_steps=total_steps)
     for epoch in range(1, config.epochs + 1):
         model.train()
         if use_sampler:
-            sampler = make_sampler(y_train.cpu().numpy(), config.m_per_class, config.batch_size, n)
             order = torch.tensor(list(iter(sampler)), dtype=torch.long)
         else:
             order = torch.randperm(n, generator=gen)
-        for i in range(0, len(order), config.batch_size):
-            idx = order[i : i + config.batch_size].to(device)
-            if len(idx) < 2:
+        for i in range(0, len(order), batch_len):
+            idx = order[i : i + batch_len].to(device)
+            if len(idx) < 2:  # BatchNorm cannot train on one sample
+                step += 1
                 continue
+            t_step = time.perf_counter()
             xb, yb = x_train[idx], y_train[idx]
             if config.augment:
                 xb = augment_batch(xb, gen)
@@ -309,13 +406,29 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
             scheduler.step()
             step += 1
             seen += len(idx)
+            busy += time.perf_counter() - t_step
+            if step == fail_at_step:
+                raise RuntimeError(f"injected failure at step {step}")
             elapsed = time.time() - t_train
             with torch.no_grad():
-                acc = float((model.head.logits(emb).argmax(1) == yb).float().mean()) if head.has_classifier else None
+                acc = (
+                    float((model.head.logits(emb).argmax(1) == yb).float().mean())
+                    if head.has_classifier
+                    else None
+                )
             progress = step / total_steps
-            event = {"event": "step", "epoch": epoch, "step": step, "total_steps": total_steps,
-                     "loss": float(loss), "accuracy": acc, "samples_per_s": seen / max(elapsed, 1e-9),
-                     "progress": progress, "eta_s": elapsed / progress * (1 - progress), "time": time.time()}
+            event = {
+                "event": "step",
+                "epoch": epoch,
+                "step": step,
+                "total_steps": total_steps,
+                "loss": loss.item(),
+                "accuracy": acc,
+                "samples_per_s": seen / max(busy, 1e-9),
+                "progress": progress,
+                "eta_s": elapsed / progress * (1 - progress),
+                "time": time.time(),
+            }
             if hasattr(head, "alpha_value"):
                 event["alpha"] = float(head.alpha_value)
             writer.metric(event)
@@ -323,18 +436,34 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
             writer.status(throttle=1.0, progress=progress, eta_s=event["eta_s"], epoch=epoch, step=step)
         val_emb = embed_all(model, bundle.val.x, device)
         y_val = torch.from_numpy(to_cls[bundle.val.y])
-        cents = None if head.has_classifier else _class_centroids(
-            embed_all(model, bundle.train.x, device), y_train.cpu(), num_classes)
+        cents = (
+            None
+            if head.has_classifier
+            else _class_centroids(embed_all(model, bundle.train.x, device), y_train.cpu(), num_classes)
+        )
         val_acc = _classifier_accuracy(model.cpu(), val_emb, y_val, cents)
         model.to(device)
-        ep_event = {"event": "epoch", "epoch": epoch, "step": step, "loss": float(loss), "val_accuracy": val_acc,
-                    "samples_per_s": seen / max(time.time() - t_train, 1e-9), "progress": step / total_steps,
-                    "time": time.time()}
+        ep_event = {
+            "event": "epoch",
+            "epoch": epoch,
+            "step": step,
+            "loss": loss.item(),
+            "val_accuracy": val_acc,
+            "samples_per_s": seen / max(busy, 1e-9),
+            "progress": step / total_steps,
+            "time": time.time(),
+        }
         writer.metric(ep_event)
         emit(ep_event)
         # a checkpoint per epoch: a crash later still leaves a loadable model.pt (atomic replace)
-        write_torch(run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}})
+        write_torch(
+            run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+        )
     train_seconds = time.time() - t_train
+    recalibrate_batchnorm(model, bundle.train.x, device)
+    write_torch(
+        run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
+    )
 
     writer.status(phase="evaluating", progress=1.0, eta_s=0.0)
     model.cpu()
@@ -354,44 +483,78 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
     score = np.full(len(label), np.nan, dtype=np.float32)
     other = np.flatnonzero(split_code != 0)
     score[other] = anomaly.knn_cosine_scores(emb_np[other], emb_np[ref_rows], k=config.k)[0]
-    score[ref_rows] = anomaly.knn_cosine_scores(emb_np[ref_rows], emb_np[ref_rows], k=config.k,
-                                                exclude_self=True)[0]
+    score[ref_rows] = anomaly.knn_cosine_scores(
+        emb_np[ref_rows], emb_np[ref_rows], k=config.k, exclude_self=True
+    )[0]
 
     test_known = (split_code == 2) & ~is_anom
     y_cls_all = torch.from_numpy(to_cls[label])
-    cents = None if head.has_classifier else _class_centroids(emb[split_code == 0],
-                                                              y_cls_all[torch.from_numpy(split_code == 0)],
-                                                              num_classes)
-    test_acc = _classifier_accuracy(model, emb[torch.from_numpy(test_known)], y_cls_all[torch.from_numpy(test_known)],
-                                    cents)
-    retrieval = _retrieval_metrics(emb_np[test_known], label[test_known], emb_np[normal_train], label[normal_train])
+    cents = (
+        None
+        if head.has_classifier
+        else _class_centroids(emb[split_code == 0], y_cls_all[torch.from_numpy(split_code == 0)], num_classes)
+    )
+    test_acc = _classifier_accuracy(
+        model, emb[torch.from_numpy(test_known)], y_cls_all[torch.from_numpy(test_known)], cents
+    )
+    retrieval = _retrieval_metrics(
+        emb_np[test_known], label[test_known], emb_np[normal_train], label[normal_train]
+    )
     test_rows = split_code == 2
     curves = anomaly.roc_pr(score[test_rows], is_anom[test_rows])
     val_normal = (split_code == 1) & np.isin(label, bundle.normal_classes)
-    threshold = anomaly.percentile_threshold(score[val_normal] if val_normal.any() else score[ref_rows],
-                                             config.threshold_percentile)
+    threshold = anomaly.percentile_threshold(
+        score[val_normal] if val_normal.any() else score[ref_rows], config.threshold_percentile
+    )
     cw = head.class_weights()
-    write_npz(run_dir / "embeddings.npz", emb=emb_np, norm=norm.astype(np.float32), label=label, split=split_code,
-              anomaly=is_anom, source=source, score=score,
-              class_weights=(cw.detach().cpu().numpy().astype(np.float32) if cw is not None
-                             else np.zeros((0, config.dim), np.float32)),
-              class_names=np.array(bundle.class_names, dtype=str))
+    write_npz(
+        run_dir / "embeddings.npz",
+        emb=emb_np,
+        norm=norm.astype(np.float32),
+        label=label,
+        split=split_code,
+        anomaly=is_anom,
+        source=source,
+        score=score,
+        class_weights=(
+            cw.detach().cpu().numpy().astype(np.float32)
+            if cw is not None
+            else np.zeros((0, config.dim), np.float32)
+        ),
+        class_names=np.array(bundle.class_names, dtype=str),
+    )
     final_alpha = float(head.alpha_value) if hasattr(head, "alpha_value") else alpha
     summary = {
-        "loss": config.loss, "alpha": final_alpha if config.loss == "l2softmax" else None,
+        "loss": config.loss,
+        "alpha": final_alpha if config.loss == "l2softmax" else None,
         "alpha_initial": alpha if config.loss == "l2softmax" else None,
-        "alpha_trainable": config.alpha_trainable, "dim": config.dim, "epochs": config.epochs,
-        "data": config.data, "seed": config.seed, "holdout_classes": config.holdout_classes,
-        "n_train": int((split_code == 0).sum()), "n_val": int((split_code == 1).sum()),
-        "n_test": int(test_rows.sum()), "n_test_anomalies": int(is_anom.sum()),
-        "test_accuracy": test_acc, **retrieval,
-        "anomaly_auroc": curves.get("auroc"), "anomaly_aupr": curves.get("aupr"),
-        "threshold": threshold, "threshold_percentile": config.threshold_percentile, "k": config.k,
-        "samples_per_second": seen / max(train_seconds, 1e-9), "train_seconds": train_seconds,
+        "alpha_trainable": config.alpha_trainable,
+        "dim": config.dim,
+        "epochs": config.epochs,
+        "data": config.data,
+        "seed": config.seed,
+        "holdout_classes": config.holdout_classes,
+        "n_train": int((split_code == 0).sum()),
+        "n_val": int((split_code == 1).sum()),
+        "n_test": int(test_rows.sum()),
+        "n_test_anomalies": int(is_anom.sum()),
+        "test_accuracy": test_acc,
+        **retrieval,
+        "anomaly_auroc": curves.get("auroc"),
+        "anomaly_aupr": curves.get("aupr"),
+        "threshold": threshold,
+        "threshold_percentile": config.threshold_percentile,
+        "k": config.k,
+        "samples_per_second": seen / max(busy, 1e-9),
+        "train_seconds": train_seconds,
         "mean_feature_norm": float(norm[split_code == 0].mean()),
-        "class_names": bundle.class_names, "normal_classes": bundle.normal_classes,
-        "train_classes": bundle.train_classes, "device": str(device), "arch": arch,
-        "image_size": bundle.image_size, "channels": bundle.channels,
+        "class_names": bundle.class_names,
+        "normal_classes": bundle.normal_classes,
+        "train_classes": bundle.train_classes,
+        "device": str(device),
+        "arch": arch,
+        "image_size": bundle.image_size,
+        "channels": bundle.channels,
         "notices": bundle.notices + ([alpha_notice] if alpha_notice else []),
     }
     write_json(run_dir / "summary.json", summary)
@@ -449,11 +612,17 @@ def _parse_list(s: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m core.train", description="Train an embedding and write a run directory.")
+    p = argparse.ArgumentParser(
+        prog="python -m core.train", description="Train an embedding and write a run directory."
+    )
     p.add_argument("--data", default=d.data, help="mnist-5k (bundled), mnist, a folder or a .zip")
     p.add_argument("--data-root", default=d.data_root)
-    p.add_argument("--loss", default=d.loss, help="softmax, l2softmax, triplet, npair, arcface, cosface, normface")
-    p.add_argument("--alpha", default=d.alpha, help="L2-softmax scale, or 'auto' for the paper's bound (p=0.9)")
+    p.add_argument(
+        "--loss", default=d.loss, help="softmax, l2softmax, triplet, npair, arcface, cosface, normface"
+    )
+    p.add_argument(
+        "--alpha", default=d.alpha, help="L2-softmax scale, or 'auto' for the paper's bound (p=0.9)"
+    )
     p.add_argument("--alpha-trainable", action="store_true")
     p.add_argument("--dim", type=int, default=d.dim)
     p.add_argument("--epochs", type=int, default=d.epochs)
@@ -474,9 +643,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold-percentile", type=float, default=d.threshold_percentile)
     p.add_argument("--projection", default=d.projection, help="auto, pca, umap or none (dim > 3)")
     p.add_argument("--device", default=d.device)
+    p.add_argument(
+        "--max-train-samples", type=int, default=0, help="use at most N training images (smoke runs)"
+    )
     p.add_argument("--run-dir", default="")
     p.add_argument("--name", default="")
-    p.add_argument("--config", default=None, help="read the whole config from a config.json (used by core.jobs)")
+    p.add_argument(
+        "--config", default=None, help="read the whole config from a config.json (used by core.jobs)"
+    )
     p.add_argument("--queue-root", default=None, help=argparse.SUPPRESS)
     p.add_argument("--quiet", action="store_true")
     return p
@@ -489,13 +663,33 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
             cfg.run_dir = args.run_dir
         return cfg
     cfg = TrainConfig(
-        data=args.data, data_root=args.data_root, loss=args.loss, alpha=str(args.alpha),
-        alpha_trainable=args.alpha_trainable, dim=args.dim, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, weight_decay=args.weight_decay, margin=args.margin, mining=args.mining, scale=args.scale,
-        m_per_class=args.m_per_class, holdout_classes=_parse_list(args.holdout_classes), reference=args.reference,
-        seed=args.seed, arch=args.arch, image_size=args.image_size, augment=not args.no_augment, k=args.k,
-        threshold_percentile=args.threshold_percentile, projection=args.projection, device=args.device,
-        run_dir=args.run_dir, name=args.name,
+        data=args.data,
+        data_root=args.data_root,
+        loss=args.loss,
+        alpha=str(args.alpha),
+        alpha_trainable=args.alpha_trainable,
+        dim=args.dim,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        margin=args.margin,
+        mining=args.mining,
+        scale=args.scale,
+        m_per_class=args.m_per_class,
+        holdout_classes=_parse_list(args.holdout_classes),
+        reference=args.reference,
+        seed=args.seed,
+        arch=args.arch,
+        image_size=args.image_size,
+        augment=not args.no_augment,
+        k=args.k,
+        threshold_percentile=args.threshold_percentile,
+        projection=args.projection,
+        device=args.device,
+        max_train_samples=args.max_train_samples,
+        run_dir=args.run_dir,
+        name=args.name,
     )
     if not cfg.run_dir:
         cfg.run_dir = str(Path("checkpoints") / time.strftime(f"%Y%m%d-%H%M%S-{cfg.loss}"))
@@ -505,12 +699,18 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def _print_event(e: dict) -> None:
     if e["event"] == "epoch":
-        print(f"epoch {e['epoch']}: loss {e['loss']:.4f}  val_acc {e['val_accuracy']:.4f}  "
-              f"{e['samples_per_s']:.0f} samples/s", flush=True)
+        print(
+            f"epoch {e['epoch']}: loss {e['loss']:.4f}  val_acc {e['val_accuracy']:.4f}  "
+            f"{e['samples_per_s']:.0f} samples/s",
+            flush=True,
+        )
     elif e["event"] == "done":
         auroc = e.get("anomaly_auroc")
-        print(f"done: test_accuracy {e['test_accuracy']:.4f}  P@1 {e['precision_at_1']:.4f}  "
-              f"MAP@R {e['map_at_r']:.4f}" + (f"  AUROC {auroc:.4f}" if auroc is not None else ""), flush=True)
+        print(
+            f"done: test_accuracy {e['test_accuracy']:.4f}  P@1 {e['precision_at_1']:.4f}  "
+            f"MAP@R {e['map_at_r']:.4f}" + (f"  AUROC {auroc:.4f}" if auroc is not None else ""),
+            flush=True,
+        )
 
 
 def _check_inputs(cfg: TrainConfig) -> None:

@@ -1,0 +1,72 @@
+import numpy as np
+import pytest
+import torch
+
+from core import anomaly
+
+
+def brute_force_knn_scores(query, ref, k, exclude_self=False):
+    scores = []
+    for i, q in enumerate(query):
+        dists = []
+        for j, r in enumerate(ref):
+            if exclude_self and i == j:
+                continue
+            cos = float(np.dot(q, r) / (np.linalg.norm(q) * np.linalg.norm(r)))
+            dists.append(1.0 - cos)
+        scores.append(np.mean(sorted(dists)[:k]))
+    return np.array(scores)
+
+
+@pytest.mark.parametrize("chunk", [3, 4096])
+def test_knn_scores_match_brute_force(chunk):
+    rng = np.random.default_rng(0)
+    q, r = rng.normal(size=(17, 5)), rng.normal(size=(40, 5))
+    scores, idx, dist = anomaly.knn_cosine_scores(q, r, k=5, chunk=chunk)
+    np.testing.assert_allclose(scores, brute_force_knn_scores(q, r, 5), atol=1e-5)
+    assert idx.shape == (17, 5) and (np.diff(dist, axis=1) >= -1e-6).all()
+
+
+def test_knn_leave_one_out_excludes_self():
+    rng = np.random.default_rng(1)
+    r = rng.normal(size=(30, 4))
+    scores, idx, _ = anomaly.knn_cosine_scores(r, r, k=3, exclude_self=True, chunk=7)
+    np.testing.assert_allclose(scores, brute_force_knn_scores(r, r, 3, exclude_self=True), atol=1e-5)
+    assert not (idx == np.arange(30)[:, None]).any()
+
+
+def test_score_ignores_feature_norm():
+    rng = np.random.default_rng(2)
+    q, r = rng.normal(size=(5, 8)), rng.normal(size=(20, 8))
+    a = anomaly.knn_cosine_scores(q, r)[0]
+    b = anomaly.knn_cosine_scores(q * 37.0, torch.tensor(r * 0.01))[0]
+    np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_decision_metrics_counts():
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    is_anom = np.array([0, 0, 1, 0, 1, 1], bool)
+    m = anomaly.decision_metrics(scores, is_anom, 0.5)
+    assert (m["tp"], m["fp"], m["tn"], m["fn"]) == (2, 1, 2, 1)
+    assert m["precision"] == pytest.approx(2 / 3) and m["recall"] == pytest.approx(2 / 3)
+    assert m["fpr"] == pytest.approx(1 / 3)
+
+
+def test_suggested_thresholds_are_sensible():
+    rng = np.random.default_rng(3)
+    normal, anom = rng.normal(0.2, 0.05, 500), rng.normal(0.6, 0.05, 100)
+    scores = np.concatenate([normal, anom])
+    labels = np.r_[np.zeros(500, bool), np.ones(100, bool)]
+    s = anomaly.suggest_thresholds(normal[:200], scores, labels)
+    assert s["p95"] < s["p99"]
+    assert s["p95"] == pytest.approx(np.percentile(normal[:200], 95))
+    best = anomaly.decision_metrics(scores, labels, s["best_f1"])
+    assert best["f1"] > 0.98
+    grid = max(anomaly.decision_metrics(scores, labels, t)["f1"] for t in np.linspace(0, 1, 201))
+    assert best["f1"] >= grid - 1e-9
+    youden = anomaly.decision_metrics(scores, labels, s["youden"])
+    assert youden["recall"] - youden["fpr"] > 0.97
+
+
+def test_roc_pr_empty_without_both_classes():
+    assert anomaly.roc_pr(np.array([0.1, 0.2]), np.array([False, False])) == {}

@@ -1,0 +1,174 @@
+"""Training end to end on small slices of the bundled digits: artefacts, reload, summary values."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core.runs import load_run
+from core.train import TrainConfig, load_model, train
+
+
+@pytest.fixture(scope="module")
+def l2_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "l2"
+    events = []
+    cfg = TrainConfig(
+        loss="l2softmax",
+        alpha="8",
+        dim=16,
+        epochs=2,
+        max_train_samples=600,
+        holdout_classes=["6", "7", "8", "9"],
+        projection="pca",
+        run_dir=str(run_dir),
+    )
+    summary = train(cfg, events.append)
+    return run_dir, summary, events
+
+
+def test_run_directory_holds_every_artefact(l2_run):
+    run_dir, summary, _ = l2_run
+    for name in (
+        "config.json",
+        "status.json",
+        "metrics.jsonl",
+        "model.pt",
+        "embeddings.npz",
+        "summary.json",
+        "projection.npz",
+    ):
+        assert (run_dir / name).is_file(), name
+    on_disk = json.loads((run_dir / "summary.json").read_text())
+    for key in (
+        "loss",
+        "alpha",
+        "dim",
+        "epochs",
+        "n_train",
+        "n_test",
+        "test_accuracy",
+        "precision_at_1",
+        "map_at_r",
+        "anomaly_auroc",
+        "anomaly_aupr",
+        "threshold",
+        "threshold_percentile",
+        "samples_per_second",
+    ):
+        assert key in on_disk, key
+    assert on_disk["loss"] == "l2softmax" and on_disk["alpha"] == 8.0 and on_disk["dim"] == 16
+    assert on_disk["n_train"] == 600
+    assert 0.0 <= on_disk["anomaly_auroc"] <= 1.0 and on_disk["n_test_anomalies"] > 0
+    # 2 epochs on 600 digits of 6 classes already separate them far above chance (1/6)
+    assert on_disk["test_accuracy"] > 0.5
+
+
+def test_events_report_progress(l2_run):
+    _, _, events = l2_run
+    steps = [e for e in events if e["event"] == "step"]
+    epochs = [e for e in events if e["event"] == "epoch"]
+    assert len(epochs) == 2 and steps[-1]["progress"] == pytest.approx(1.0)
+    assert all(k in steps[0] for k in ("epoch", "step", "loss", "accuracy", "samples_per_s"))
+    assert [e["step"] for e in steps] == list(range(1, len(steps) + 1))
+
+
+def test_checkpoint_reloads_with_weights_only_and_reproduces_embeddings(l2_run):
+    run_dir, _, _ = l2_run
+    model, meta = load_model(run_dir / "model.pt")
+    run = load_run(run_dir)
+    assert meta["normal_classes"] == [0, 1, 2, 3, 4, 5]
+    from core.data import load_data
+
+    bundle = load_data("mnist-5k", holdout_classes=["6", "7", "8", "9"], seed=0)
+    with torch.no_grad():
+        emb = model.embed(bundle.test.x[:50]).numpy()
+    test_rows = np.flatnonzero(run.split == 2)[:50]
+    np.testing.assert_allclose(emb, run.emb[test_rows], atol=1e-4)
+
+
+def test_l2softmax_features_have_norm_alpha(l2_run):
+    run_dir, _, _ = l2_run
+    model, _ = load_model(run_dir / "model.pt")
+    f = model.embed(torch.rand(8, 1, 28, 28))
+    scaled = model.head.scale_features(f)
+    torch.testing.assert_close(scaled.norm(dim=1), torch.full((8,), 8.0), rtol=1e-5, atol=1e-5)
+
+
+def test_embeddings_file_contents(l2_run):
+    run_dir, summary, _ = l2_run
+    run = load_run(run_dir)
+    n = len(run.label)
+    assert run.emb.shape == (n, 16)
+    np.testing.assert_allclose(run.norm, np.linalg.norm(run.emb, axis=1), rtol=1e-5)
+    assert set(np.unique(run.split)) == {0, 1, 2}
+    assert run.anomaly[run.split == 2].any() and not run.anomaly[run.split != 2].any()
+    assert set(run.label[run.anomaly]) == {6, 7, 8, 9}
+    assert run.source[0].startswith("mnist-5k#")
+    assert run.class_weights.shape == (6, 16)
+    assert np.isfinite(run.score).all()
+    assert run.projection["pca"].shape == (n, 2)
+    # the suggested threshold is the named percentile of normal validation scores
+    val_normal = (run.split == 1) & ~run.anomaly
+    assert summary["threshold"] == pytest.approx(np.percentile(run.score[val_normal], 95), rel=1e-5)
+
+
+def test_status_completed_only_through_run_job(tmp_path):
+    from core.train import run_job
+
+    cfg = TrainConfig(
+        loss="softmax", dim=2, epochs=1, max_train_samples=200, projection="none", run_dir=str(tmp_path / "r")
+    )
+    assert run_job(cfg) == 0
+    st = json.loads((tmp_path / "r" / "status.json").read_text())
+    assert st["state"] == "completed" and st["ended"] >= st["started"]
+
+
+@pytest.mark.parametrize("loss", ["triplet", "npair", "arcface", "cosface", "normface"])
+def test_every_loss_trains_and_reloads(tmp_path, loss):
+    cfg = TrainConfig(
+        loss=loss,
+        dim=8,
+        epochs=1,
+        max_train_samples=256,
+        batch_size=64,
+        projection="none",
+        holdout_classes=["9"],
+        run_dir=str(tmp_path / loss),
+    )
+    summary = train(cfg)
+    assert np.isfinite(summary["test_accuracy"]) and summary["anomaly_auroc"] is not None
+    model, _ = load_model(tmp_path / loss / "model.pt")
+    assert model.embed(torch.rand(2, 1, 28, 28)).shape == (2, 8)
+
+
+def test_alpha_auto_uses_the_paper_bound(tmp_path, capsys):
+    cfg = TrainConfig(
+        loss="l2softmax",
+        alpha="auto",
+        dim=4,
+        epochs=1,
+        max_train_samples=128,
+        projection="none",
+        run_dir=str(tmp_path / "auto"),
+    )
+    summary = train(cfg)
+    assert summary["alpha_initial"] == pytest.approx(np.log(0.9 * 8 / 0.1))
+    assert "lower bound" in capsys.readouterr().out
+
+
+def test_trainable_alpha_moves(tmp_path):
+    cfg = TrainConfig(
+        loss="l2softmax",
+        alpha="2",
+        alpha_trainable=True,
+        dim=4,
+        epochs=1,
+        max_train_samples=256,
+        lr=1e-2,
+        projection="none",
+        run_dir=str(tmp_path / "ta"),
+    )
+    summary = train(cfg)
+    assert summary["alpha"] != pytest.approx(2.0)
