@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import views
@@ -186,16 +185,25 @@ def norm_view(run, slot: str) -> None:
         counts = views.histogram(run.norm[run.label == c], bins)
         name = run.class_names[c] if c < len(run.class_names) else str(c)
         traces.append(
-            go.Bar(x=centres, y=counts, name=name, opacity=0.6, marker_color=h.PALETTE[i % len(h.PALETTE)])
+            {
+                "type": "bar",
+                "x": h.arr(centres),
+                "y": h.arr(counts),
+                "name": name,
+                "opacity": 0.6,
+                "marker": {"color": h.PALETTE[i % len(h.PALETTE)]},
+            }
         )
-    fig = go.Figure(traces)
-    fig.update_layout(
-        barmode="overlay",
-        height=300,
-        margin=dict(l=10, r=10, t=30, b=10),
-        xaxis_title="pre-normalisation feature norm ‖f‖",
-        yaxis_title="samples",
-        bargap=0,
+    fig = h.RawFigure(
+        traces,
+        {
+            "barmode": "overlay",
+            "bargap": 0,
+            "height": 300,
+            "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+            "xaxis": {"title": {"text": "pre-normalisation feature norm ‖f‖"}},
+            "yaxis": {"title": {"text": "samples"}},
+        },
     )
     st.plotly_chart(fig, key=f"explore_norm_{slot}", width="stretch")
     low, high = views.norm_extremes(run.norm, 16, mask=train_like)

@@ -6,7 +6,6 @@ array, and what does not depend on the threshold is cached per run version (ui.e
 from __future__ import annotations
 
 import numpy as np
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import anomaly, views
@@ -121,76 +120,94 @@ c[6].metric("F1", f"{m['f1']:.3f}")
 c[7].metric("FPR", f"{m['fpr']:.3f}")
 
 # ---------------------------------------------------------------- charts
-LAYOUT = dict(height=320, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25))
-edges = base["bins"]
-step_x = np.repeat(edges, 2)[1:-1]
-hist = go.Figure(
-    [
-        go.Scatter(
-            x=step_x,
-            y=np.repeat(base["h_normal"], 2),
-            name="normal",
-            mode="lines",
-            fill="tozeroy",
-            line=dict(color="#4c78a8", width=1),
-        ),
-        go.Scatter(
-            x=step_x,
-            y=np.repeat(base["h_anom"], 2),
-            name="anomalous",
-            mode="lines",
-            fill="tozeroy",
-            line=dict(color="#e45756", width=1),
-            opacity=0.7,
-        ),
-    ]
-)
+# plain figure specs (h.RawFigure): plotly's object model would cost more than the whole budget
+LAYOUT = {
+    "height": 320,
+    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    "legend": {"orientation": "h", "y": -0.3},
+}
+
+
+def _axes(title: str, x: str, y: str, **xaxis) -> dict:
+    return {
+        **LAYOUT,
+        "title": {"text": title},
+        "xaxis": {"title": {"text": x}, **xaxis},
+        "yaxis": {"title": {"text": y}},
+    }
+
+
+step_x = h.arr(np.repeat(base["bins"], 2)[1:-1])
 ymax = float(max(base["h_normal"].max(initial=0), base["h_anom"].max(initial=0), 1))
-hist.add_trace(
-    go.Scatter(
-        x=[threshold, threshold],
-        y=[0, ymax * 1.05],
-        mode="lines",
-        name=f"t = {threshold:.3g}",
-        line=dict(color="black", width=2, dash="dash"),
-    )
-)
-hist.update_layout(
-    title="Test scores", xaxis_title="score (log scale)", xaxis_type="log", yaxis_title="samples", **LAYOUT
+hist = h.RawFigure(
+    [
+        {
+            "type": "scatter",
+            "x": step_x,
+            "y": h.arr(np.repeat(base["h_normal"], 2)),
+            "name": "normal",
+            "mode": "lines",
+            "fill": "tozeroy",
+            "line": {"color": "#4c78a8", "width": 1},
+        },
+        {
+            "type": "scatter",
+            "x": step_x,
+            "y": h.arr(np.repeat(base["h_anom"], 2)),
+            "name": "anomalous",
+            "mode": "lines",
+            "fill": "tozeroy",
+            "line": {"color": "#e45756", "width": 1},
+            "opacity": 0.7,
+        },
+        {
+            "type": "scatter",
+            "x": [threshold, threshold],
+            "y": [0, ymax * 1.05],
+            "mode": "lines",
+            "name": f"t = {threshold:.3g}",
+            "line": {"color": "black", "width": 2, "dash": "dash"},
+        },
+    ],
+    _axes("Test scores", "score (log scale)", "samples", type="log"),
 )
 charts = st.columns(3)
 charts[0].plotly_chart(hist, key="anomaly_hist", width="stretch")
 if base["has_labels"]:
+    point = {
+        "mode": "markers",
+        "type": "scatter",
+        "name": "operating point",
+        "marker": {"size": 12, "color": "black", "symbol": "x"},
+    }
     fpr_c, tpr_c = base["roc"]
-    roc = go.Figure(
+    roc = h.RawFigure(
         [
-            go.Scatter(x=fpr_c, y=tpr_c, mode="lines", name=f"ROC (AUROC {base['auroc']:.3f})"),
-            go.Scatter(
-                x=[m["fpr"]],
-                y=[m["recall"]],
-                mode="markers",
-                name="operating point",
-                marker=dict(size=12, color="black", symbol="x"),
-            ),
-        ]
-    )
-    roc.update_layout(
-        title="ROC", xaxis_title="false positive rate", yaxis_title="true positive rate", **LAYOUT
+            {
+                "type": "scatter",
+                "x": h.arr(fpr_c),
+                "y": h.arr(tpr_c),
+                "mode": "lines",
+                "name": f"ROC (AUROC {base['auroc']:.3f})",
+            },
+            {**point, "x": [m["fpr"]], "y": [m["recall"]]},
+        ],
+        _axes("ROC", "false positive rate", "true positive rate"),
     )
     rec_c, prec_c = base["pr"]
-    pr = go.Figure(
+    pr = h.RawFigure(
         [
-            go.Scatter(x=rec_c, y=prec_c, mode="lines", name=f"PR (AUPR {base['aupr']:.3f})"),
-            go.Scatter(
-                x=[m["recall"]],
-                y=[m["precision"]],
-                mode="markers",
-                name="operating point",
-                marker=dict(size=12, color="black", symbol="x"),
-            ),
-        ]
+            {
+                "type": "scatter",
+                "x": h.arr(rec_c),
+                "y": h.arr(prec_c),
+                "mode": "lines",
+                "name": f"PR (AUPR {base['aupr']:.3f})",
+            },
+            {**point, "x": [m["recall"]], "y": [m["precision"]]},
+        ],
+        _axes("Precision–recall", "recall", "precision"),
     )
-    pr.update_layout(title="Precision–recall", xaxis_title="recall", yaxis_title="precision", **LAYOUT)
     charts[1].plotly_chart(roc, key="anomaly_roc", width="stretch")
     charts[2].plotly_chart(pr, key="anomaly_pr", width="stretch")
 
@@ -232,23 +249,25 @@ stars = [r for r in inspected if r.get("coords") is not None]
 if stars and coords.xy is not None:
     xy = np.stack([r["coords"] for r in stars])
     text = [f"{r['file']} · {r['score']:.3f} · {r['decision']}" for r in stars]
-    star = dict(
-        mode="markers+text",
-        text=[r["file"][:20] for r in stars],
-        hovertext=text,
-        name="uploaded",
-        marker=dict(
-            symbol="star" if xy.shape[1] == 2 else "diamond",
-            size=18 if xy.shape[1] == 2 else 8,
-            color="gold",
-            line=dict(color="black", width=1),
-        ),
-    )
-    star_traces.append(
-        go.Scatter(x=xy[:, 0], y=xy[:, 1], **star)
-        if xy.shape[1] == 2
-        else go.Scatter3d(x=xy[:, 0], y=xy[:, 1], z=xy[:, 2], **star)
-    )
+    flat = xy.shape[1] == 2
+    star = {
+        "type": "scatter" if flat else "scatter3d",
+        "mode": "markers+text",
+        "name": "uploaded",
+        "x": xy[:, 0].tolist(),
+        "y": xy[:, 1].tolist(),
+        "text": [r["file"][:20] for r in stars],
+        "hovertext": text,
+        "marker": {
+            "symbol": "star" if flat else "diamond",
+            "size": 18 if flat else 8,
+            "color": "gold",
+            "line": {"color": "black", "width": 1},
+        },
+    }
+    if not flat:
+        star["z"] = xy[:, 2].tolist()
+    star_traces.append(star)
 
 if coords.xy is not None:
     dim = base["dim"]

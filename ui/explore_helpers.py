@@ -4,10 +4,14 @@ without a browser). Geometry lives in core/views.py (pure numpy)."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import html
+import io
 import os
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +21,7 @@ import streamlit as st
 
 from core import views
 from core.runs import Run, RunError, load_run
+from ui import common
 
 MAX_POINTS_DEFAULT = 10_000
 SPLIT_NAMES = ["train", "val", "test"]
@@ -44,11 +49,12 @@ PALETTE = [
 
 
 def checkpoints_root() -> Path:
-    return Path(os.environ.get("HSE_CHECKPOINTS", "checkpoints"))
+    return common.checkpoints_root()
 
 
 def uploads_root() -> Path:
-    return Path(os.environ.get("HSE_UPLOADS", str(Path(os.environ.get("HSE_DATA_ROOT", "data")) / "uploads")))
+    """<data root>/uploads (HSE_DATA_ROOT, as the Train page's uploads)."""
+    return common.uploads_root()
 
 
 def run_mtime(run_dir: str | Path) -> int:
@@ -90,29 +96,58 @@ def normal_classes(run: Run) -> list[int]:
 _PLACEHOLDER = np.full((28, 28), 128, dtype=np.uint8)
 
 
-@st.cache_data(max_entries=4096, show_spinner=False)
-def thumbnail(source: str) -> np.ndarray:
+def thumbnail_array(source: str) -> np.ndarray:
     """Display image of a sample (core.data.load_thumbnail); a grey square when it cannot be read."""
     try:
-        from core.data import load_thumbnail
-
-        img = np.asarray(load_thumbnail(str(source)))
-        return img if img.size else _PLACEHOLDER
+        img = common.source_thumbnail(str(source))
+        if img is None or np.asarray(img).size == 0:
+            return _PLACEHOLDER
+        return common.to_display(np.asarray(img))
     except Exception:  # noqa: BLE001 - a missing file must not break a gallery
         return _PLACEHOLDER
+
+
+@lru_cache(maxsize=16384)
+def thumbnail(source: str) -> bytes:
+    """PNG bytes of a sample's thumbnail, encoded once per process (galleries re-render on every
+    slider move; re-encoding arrays each time would cost ~1 ms per image)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(thumbnail_array(source)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@lru_cache(maxsize=16384)
+def _thumb_uri(source: str) -> str:
+    return "data:image/png;base64," + base64.b64encode(thumbnail(source)).decode("ascii")
+
+
+def gallery_html(uris: list[str], captions: list[str], width: int = 64) -> str:
+    cells = "".join(
+        f'<figure style="margin:0;width:{width + 8}px;text-align:center">'
+        f'<img src="{u}" width="{width}" height="{width}" alt="{html.escape(c)}" '
+        'style="image-rendering:pixelated;object-fit:contain;background:#000"/>'
+        '<figcaption style="font-size:11px;line-height:1.2;overflow-wrap:anywhere">'
+        f"{html.escape(c)}</figcaption>"
+        "</figure>"
+        for u, c in zip(uris, captions)
+    )
+    return f'<div style="display:flex;flex-wrap:wrap;gap:6px">{cells}</div>'
 
 
 def show_gallery(
     run: Run, rows: Any, captions: list[str] | None = None, width: int = 64, max_images: int = 48
 ) -> None:
+    """Thumbnails with captions as one HTML element: PNGs are encoded once per source and cached,
+    so a gallery costs well under a millisecond per rerun (st.image re-encodes every image)."""
     rows = [int(r) for r in list(rows)[:max_images]]
     if not rows:
         st.caption("(none)")
         return
-    imgs = [thumbnail(str(run.source[r])) for r in rows]
     if captions is None:
         captions = [class_name(run, r) for r in rows]
-    st.image(imgs, caption=captions[: len(rows)], width=width, clamp=True)
+    st.html(gallery_html([_thumb_uri(str(run.source[r])) for r in rows], list(captions[: len(rows)]), width))
 
 
 def class_name(run: Run, row: int) -> str:
@@ -157,72 +192,122 @@ def run_coords(run: Run, projection: str = "umap", raw: bool | None = None) -> C
 # --------------------------------------------------------------------------- figures
 
 
-def _ray_traces(run: Run, length: float, dim: int) -> list:
+class RawFigure(go.Figure):
+    """A plotly figure given as a plain JSON-able spec, handed to st.plotly_chart as is.
+
+    Plotly's Python object model validates every property on construction and on update_layout
+    (5-30 ms per figure); a threshold-slider rerun draws four figures, so the pages build plain
+    dicts instead (numeric arrays as plotly.js typed arrays, see `arr`). st.plotly_chart accepts a
+    BaseFigure and only calls `to_dict()` on it; tests validate these specs with `validated()`."""
+
+    def __init__(self, data: list[dict], layout: dict | None = None) -> None:  # noqa: D107 - no super()
+        self._spec = {"data": data, "layout": layout or {}}
+
+    def to_dict(self) -> dict:
+        return self._spec
+
+    def validated(self) -> go.Figure:
+        """The same figure through plotly's validation (raises on an invalid property)."""
+        return go.Figure(_expand(self._spec))
+
+
+_DTYPES = {
+    np.dtype("float32"): "f4",
+    np.dtype("float64"): "f8",
+    np.dtype("int32"): "i4",
+    np.dtype("int16"): "i2",
+    np.dtype("uint8"): "u1",
+    np.dtype("int8"): "i1",
+    np.dtype("uint16"): "u2",
+    np.dtype("uint32"): "u4",
+}
+
+
+def arr(a: Any, dtype: str = "f4") -> Any:
+    """A numeric array as a plotly.js typed array ({dtype, bdata}); lists pass through."""
+    if isinstance(a, list):
+        return a
+    a = np.asarray(a)
+    if a.dtype.kind in "iub" and dtype == "f4":
+        dtype = "i4"
+    a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+    return {"dtype": dtype, "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
+
+
+def _expand(v: Any) -> Any:
+    if isinstance(v, dict):
+        if set(v) == {"dtype", "bdata"}:
+            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+        return {k: _expand(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_expand(x) for x in v]
+    return v
+
+
+def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
     cw = np.asarray(run.class_weights)
-    if cw.size == 0 or cw.shape[1] != dim or dim > 3:
+    if cw.size == 0 or cw.ndim != 2 or cw.shape[1] != dim or dim > 3:
         return []
     train_classes = run.summary.get("train_classes") or normal_classes(run)
     segs = views.class_rays(cw, length)
-    xs, ys, zs, texts = [], [], [], []
+    xs: list = []
+    ys: list = []
+    zs: list = []
+    texts: list = []
     for i, seg in enumerate(segs):
         c = int(train_classes[i]) if i < len(train_classes) else i
         name = run.class_names[c] if 0 <= c < len(run.class_names) else str(c)
-        xs += [seg[0, 0], seg[1, 0], None]
-        ys += [seg[0, 1], seg[1, 1], None]
+        xs += [0.0, float(seg[1, 0]), None]
+        ys += [0.0, float(seg[1, 1]), None]
         if dim == 3:
-            zs += [seg[0, 2], seg[1, 2], None]
+            zs += [0.0, float(seg[1, 2]), None]
         texts += ["", f"w[{name}]", ""]
+    trace = {
+        "x": xs,
+        "y": ys,
+        "mode": "lines+text",
+        "text": texts,
+        "name": "class weights",
+        "hoverinfo": "skip",
+    }
     if dim == 2:
         return [
-            go.Scattergl(
-                x=xs,
-                y=ys,
-                mode="lines+text",
-                text=texts,
-                textposition="top center",
-                line=dict(color="black", width=1.5),
-                name="class weights",
-                hoverinfo="skip",
-            )
+            {
+                **trace,
+                "type": "scatter",
+                "textposition": "top center",
+                "line": {"color": "black", "width": 1.5},
+            }
         ]
-    return [
-        go.Scatter3d(
-            x=xs,
-            y=ys,
-            z=zs,
-            mode="lines+text",
-            text=texts,
-            line=dict(color="black", width=4),
-            name="class weights",
-            hoverinfo="skip",
-        )
-    ]
+    return [{**trace, "type": "scatter3d", "z": zs, "line": {"color": "black", "width": 4}}]
 
 
-def circle_trace(radius: float) -> go.Scattergl:
+def circle_trace(radius: float) -> dict:
     t = np.linspace(0, 2 * np.pi, 361)
-    return go.Scattergl(
-        x=radius * np.cos(t),
-        y=radius * np.sin(t),
-        mode="lines",
-        name=f"circle r={radius:.3g}",
-        line=dict(color="grey", width=1, dash="dot"),
-        hoverinfo="skip",
-    )
+    return {
+        "type": "scatter",
+        "x": arr(radius * np.cos(t)),
+        "y": arr(radius * np.sin(t)),
+        "mode": "lines",
+        "name": f"circle r={radius:.3g}",
+        "line": {"color": "grey", "width": 1, "dash": "dot"},
+        "hoverinfo": "skip",
+    }
 
 
-def sphere_surface(radius: float, n: int = 40) -> go.Surface:
+def sphere_surface(radius: float, n: int = 40) -> dict:
     u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n), np.linspace(0, np.pi, n // 2))
-    return go.Surface(
-        x=radius * np.cos(u) * np.sin(v),
-        y=radius * np.sin(u) * np.sin(v),
-        z=radius * np.cos(v),
-        opacity=0.15,
-        showscale=False,
-        colorscale=[[0, "#9ecae1"], [1, "#9ecae1"]],
-        hoverinfo="skip",
-        name="sphere",
-    )
+    return {
+        "type": "surface",
+        "x": (radius * np.cos(u) * np.sin(v)).round(4).tolist(),
+        "y": (radius * np.sin(u) * np.sin(v)).round(4).tolist(),
+        "z": (radius * np.cos(v)).round(4).tolist(),
+        "opacity": 0.15,
+        "showscale": False,
+        "colorscale": [[0, "#9ecae1"], [1, "#9ecae1"]],
+        "hoverinfo": "skip",
+        "name": "sphere",
+    }
 
 
 def colour_groups(
@@ -242,6 +327,26 @@ def colour_groups(
     ]
 
 
+HOVER = "row %{customdata}<extra>%{fullData.name}</extra>"
+
+
+def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> dict:
+    dim = xy.shape[1]
+    t = {
+        "type": "scattergl" if dim == 2 else "scatter3d",
+        "mode": "markers",
+        "name": name,
+        "x": arr(xy[rows, 0]),
+        "y": arr(xy[rows, 1]),
+        "customdata": arr(rows, "i4"),
+        "marker": marker,
+        "hovertemplate": HOVER,
+    }
+    if dim == 3:
+        t["z"] = arr(xy[rows, 2])
+    return t
+
+
 def scatter_figure(
     run: Run,
     coords: Coords,
@@ -250,82 +355,37 @@ def scatter_figure(
     pred: np.ndarray | None = None,
     height: int = 560,
     extra: list | None = None,
-) -> go.Figure:
+) -> RawFigure:
     """WebGL scatter of `rows` (customdata = row index, so selections survive downsampling)."""
     xy = coords.xy
     dim = xy.shape[1]
-    traces: list = []
-    hover = "row %{customdata}<extra>%{fullData.name}</extra>"
-    if dim == 3:
-        if coords.radius:
-            traces.append(sphere_surface(coords.radius))
-    elif coords.radius:
-        traces.append(circle_trace(coords.radius))
+    rows = np.asarray(rows, dtype=np.int64)
+    traces: list[dict] = []
+    size = 4 if dim == 2 else 2.5
+    if coords.radius:
+        traces.append(sphere_surface(coords.radius) if dim == 3 else circle_trace(coords.radius))
     if colour_by == "norm":
-        marker = dict(
-            size=4 if dim == 2 else 2.5,
-            color=run.norm[rows],
-            colorscale="Viridis",
-            showscale=True,
-            colorbar=dict(title="‖f‖"),
-        )
-        if dim == 3:
-            traces.append(
-                go.Scatter3d(
-                    x=xy[rows, 0],
-                    y=xy[rows, 1],
-                    z=xy[rows, 2],
-                    mode="markers",
-                    marker=marker,
-                    customdata=rows,
-                    name="samples",
-                    hovertemplate=hover,
-                )
-            )
-        else:
-            traces.append(
-                go.Scattergl(
-                    x=xy[rows, 0],
-                    y=xy[rows, 1],
-                    mode="markers",
-                    marker=marker,
-                    customdata=rows,
-                    name="samples",
-                    hovertemplate=hover,
-                )
-            )
+        marker = {
+            "size": size,
+            "color": arr(run.norm[rows]),
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": "‖f‖"}},
+        }
+        traces.append(_points(xy, rows, "samples", marker))
     else:
         for i, (name, r) in enumerate(colour_groups(run, colour_by, rows, pred)):
             if len(r) == 0:
                 continue
-            colour = PALETTE[i % len(PALETTE)]
-            if colour_by in ("anomaly", "decision"):
-                colour = ["#4c78a8", "#e45756"][i]
-            if dim == 3:
-                traces.append(
-                    go.Scatter3d(
-                        x=xy[r, 0],
-                        y=xy[r, 1],
-                        z=xy[r, 2],
-                        mode="markers",
-                        name=name,
-                        marker=dict(size=2.5, color=colour),
-                        customdata=r,
-                        hovertemplate=hover,
-                    )
-                )
-            else:
-                traces.append(
-                    go.Scattergl(
-                        x=xy[r, 0],
-                        y=xy[r, 1],
-                        mode="markers",
-                        name=name,
-                        marker=dict(size=4, color=colour, opacity=0.8),
-                        customdata=r,
-                        hovertemplate=hover,
-                    )
-                )
+            colour = (
+                ["#4c78a8", "#e45756"][i]
+                if colour_by in ("anomaly", "decision")
+                else PALETTE[i % len(PALETTE)]
+            )
+            marker = {"size": size, "color": colour}
+            if dim == 2:
+                marker["opacity"] = 0.8
+            traces.append(_points(xy, r, name, marker))
     if coords.kind in ("sphere", "raw"):
         if coords.radius:
             length = coords.radius * 1.15
@@ -333,22 +393,22 @@ def scatter_figure(
             length = float(np.percentile(np.linalg.norm(xy[rows], axis=1), 95)) * 1.1 if len(rows) else 1.0
         traces += _ray_traces(run, length, dim)
     traces += extra or []
-    fig = go.Figure(data=traces)
-    fig.update_layout(
-        height=height,
-        margin=dict(l=10, r=10, t=30, b=10),
-        legend=dict(itemsizing="constant"),
-        dragmode="lasso" if dim == 2 else "orbit",
-        uirevision=run.name,
-    )
+    layout: dict = {
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "legend": {"itemsizing": "constant"},
+        "uirevision": run.name,
+    }
     if dim == 2:
-        fig.update_yaxes(scaleanchor="x", scaleratio=1)
+        layout["dragmode"] = "lasso"
+        layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
+        layout["xaxis"] = {}
         if coords.kind in ("pca", "umap"):
-            fig.update_xaxes(title=f"{coords.kind.upper()} 1")
-            fig.update_yaxes(title=f"{coords.kind.upper()} 2")
+            layout["xaxis"]["title"] = {"text": f"{coords.kind.upper()} 1"}
+            layout["yaxis"]["title"] = {"text": f"{coords.kind.upper()} 2"}
     else:
-        fig.update_layout(scene=dict(aspectmode="data"))
-    return fig
+        layout["scene"] = {"aspectmode": "data"}
+    return RawFigure(traces, layout)
 
 
 def selected_rows(event: Any) -> list[int]:
@@ -485,7 +545,7 @@ def _one_line(e: BaseException) -> str:
 # --------------------------------------------------------------------------- Anomaly page base
 
 
-@st.cache_resource(max_entries=8, show_spinner=False)
+@lru_cache(maxsize=8)  # not st.cache_resource: its lookup alone costs ms per rerun
 def anomaly_base(run_dir: str, mtime: int, max_points: int = 4000) -> dict:  # noqa: ARG001 - mtime is the key
     """Everything on the Anomaly page that does not depend on the threshold, computed once per run
     version: test scores/labels, histogram bins, thinned ROC/PR curves, suggestions, score-sorted
@@ -548,46 +608,48 @@ def anomaly_base(run_dir: str, mtime: int, max_points: int = 4000) -> dict:  # n
     return base
 
 
-def decision_region_traces(base: dict, threshold: float) -> list:
+def decision_region_traces(base: dict, threshold: float) -> list[dict]:
     """Normal region at `threshold` on the 2-D circle (exact on a 0.5° grid) or the 3-D sphere
     (caps around normal class mean directions: approximate, see core/views.py)."""
     coords = base["coords"]
     radius = coords.radius or 1.0
-    traces: list = []
+    xs: list = []
+    ys: list = []
     if base["dim"] == 2 and "grid" in base:
         angles, gs = base["grid"]
-        xs, ys = [], []
         for a0, a1 in views.region_intervals(angles, gs, threshold):
             t = np.linspace(a0, a1, max(2, int((a1 - a0) / 0.01)))
-            xs += list(radius * 1.04 * np.cos(t)) + [None]
-            ys += list(radius * 1.04 * np.sin(t)) + [None]
-        traces.append(
-            go.Scattergl(
-                x=xs or [None],
-                y=ys or [None],
-                mode="lines",
-                name="normal region (score ≤ t)",
-                line=dict(color="#2ca02c", width=6),
-                hoverinfo="skip",
-            )
-        )
-    elif base["dim"] == 3:
+            xs += (radius * 1.04 * np.cos(t)).round(5).tolist() + [None]
+            ys += (radius * 1.04 * np.sin(t)).round(5).tolist() + [None]
+        return [
+            {
+                "type": "scatter",
+                "x": xs or [None],
+                "y": ys or [None],
+                "mode": "lines",
+                "name": "normal region (score ≤ t)",
+                "line": {"color": "#2ca02c", "width": 6},
+                "hoverinfo": "skip",
+            }
+        ]
+    if base["dim"] == 3:
         angle = views.cap_angle(threshold)
-        xs, ys, zs = [], [], []
+        zs: list = []
         for d in base["directions"].values():
-            ring = views.cap_circle_3d(d, angle, radius * 1.01, n=72)
-            xs += list(ring[:, 0]) + [None]
-            ys += list(ring[:, 1]) + [None]
-            zs += list(ring[:, 2]) + [None]
-        traces.append(
-            go.Scatter3d(
-                x=xs or [None],
-                y=ys or [None],
-                z=zs or [None],
-                mode="lines",
-                name="normal caps (approx.)",
-                line=dict(color="#2ca02c", width=5),
-                hoverinfo="skip",
-            )
-        )
-    return traces
+            ring = views.cap_circle_3d(d, angle, radius * 1.01, n=72).round(5)
+            xs += ring[:, 0].tolist() + [None]
+            ys += ring[:, 1].tolist() + [None]
+            zs += ring[:, 2].tolist() + [None]
+        return [
+            {
+                "type": "scatter3d",
+                "x": xs or [None],
+                "y": ys or [None],
+                "z": zs or [None],
+                "mode": "lines",
+                "name": "normal caps (approx.)",
+                "line": {"color": "#2ca02c", "width": 5},
+                "hoverinfo": "skip",
+            }
+        ]
+    return []

@@ -1,0 +1,139 @@
+"""AppTest of pages/2_Explore.py on the session's real fixture runs (dim 2 and dim 16 with PCA),
+plus a synthetic dim-3 run and broken copies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from benchmarks.bench_ui import write_synthetic_run
+from ui import explore_helpers as h
+
+RUN_2D = "fixture-l2softmax-d2"
+RUN_16D = "fixture-l2softmax-d16"
+PAGE = "pages/2_Explore.py"
+
+
+def charts(at) -> list[dict]:
+    return [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+
+
+def names(spec: dict) -> list[str]:
+    return [t.get("name") for t in spec["data"]]
+
+
+def open_run(at, name: str):
+    at.selectbox(key="explore_run_a").set_value(name).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_dim2_circle_rays_and_norm_view(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    open_run(at, RUN_2D)
+    scatter = charts(at)[0]
+    assert any(n and n.startswith("circle r=16") for n in names(scatter))  # the circle of radius alpha
+    assert "class weights" in names(scatter)  # rays
+    points = [t for t in scatter["data"] if t.get("type") == "scattergl"]
+    assert sum(len(h._expand(t["x"])) for t in points) > 1000
+    # points sit on the circle of radius alpha
+    xs, ys = h._expand(points[0]["x"]), h._expand(points[0]["y"])
+    np.testing.assert_allclose(np.hypot(xs, ys), 16.0, rtol=1e-4)
+    # the feature-norm histogram and the 16 lowest / highest norm galleries
+    assert len(charts(at)) == 2
+    htmls = [el.proto.body for el in at.get("html")]
+    assert sum(b.count("<figure") for b in htmls) == 32
+    assert any("16 lowest norms" in m.value for m in at.markdown)
+    # every spec plotly would accept
+    h.RawFigure(scatter["data"], scatter["layout"]).validated()
+
+
+def test_dim16_uses_pca_projection(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.run()
+    open_run(at, RUN_16D)
+    scatter = charts(at)[0]
+    assert scatter["layout"]["xaxis"]["title"]["text"] == "PCA 1"
+    assert any("showing PCA" in c.value or "PCA of the unit-normalised 16-D" in c.value for c in at.caption)
+    at.radio(key="explore_projection").set_value("pca").run()
+    assert not at.exception
+    assert charts(at)[0]["layout"]["xaxis"]["title"]["text"] == "PCA 1"
+
+
+def test_colour_by_switch(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.run()
+    open_run(at, RUN_2D)
+    assert {"0", "1", "2", "3", "4", "5"} <= set(names(charts(at)[0]))
+    at.radio(key="explore_colour").set_value("split").run()
+    assert {"train", "val", "test"} <= set(names(charts(at)[0]))
+    at.radio(key="explore_colour").set_value("anomaly").run()
+    assert {"normal", "anomaly (held out)"} <= set(names(charts(at)[0]))
+    at.radio(key="explore_colour").set_value("norm").run()
+    samples = [t for t in charts(at)[0]["data"] if t.get("name") == "samples"]
+    assert samples and samples[0]["marker"]["showscale"] is True
+    assert not at.exception
+
+
+def test_downsampling_notice_and_compare(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.run()
+    open_run(at, RUN_2D)
+    at.select_slider(key="explore_max_points").set_value(1000).run()
+    assert any(i.value.startswith("Showing 1,0") and " of " in i.value for i in at.info)
+    at.toggle(key="explore_compare").set_value(True).run()
+    assert not at.exception, at.exception
+    at.selectbox(key="explore_run_b").set_value(RUN_16D).run()
+    assert not at.exception, at.exception
+    assert len(at.get("plotly_chart")) >= 3  # two scatters + at least one norm histogram
+
+
+def test_dim3_sphere(checkpoints_root, app_test):
+    write_synthetic_run(checkpoints_root / "synthetic-d3", n=1500, dim=3)
+    at = app_test(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    spec = charts(at)[0]
+    types = {t["type"] for t in spec["data"]}
+    assert {"surface", "scatter3d"} <= types
+    h.RawFigure(spec["data"], spec["layout"]).validated()
+
+
+def test_tampered_and_projectionless_runs(root_with_runs, app_test):
+    bad = root_with_runs / "tampered"
+    shutil.copytree(root_with_runs / RUN_2D, bad)
+    (bad / "summary.json").write_text("{not json")
+    noproj = root_with_runs / "no-projection"
+    shutil.copytree(root_with_runs / RUN_16D, noproj)
+    (noproj / "projection.npz").unlink()
+    at = app_test(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and "tampered" in errors[0] and "summary.json" in errors[0]
+    assert "\n" not in errors[0]
+    opts = at.selectbox(key="explore_run_a").options
+    assert "tampered" not in opts and RUN_2D in opts
+    open_run(at, "no-projection")
+    assert any("No projection is available" in w.value for w in at.warning)
+    open_run(at, RUN_2D)  # the good run still renders
+    assert charts(at)
+
+
+def test_selected_rows_and_selection_csv():
+    event = {"selection": {"points": [{"customdata": 7}, {"customdata": [3]}, {"x": 1}, {"customdata": 7}]}}
+    assert h.selected_rows(event) == [3, 7]
+    assert h.selected_rows({}) == [] and h.selected_rows(None) == []
+
+
+@pytest.mark.parametrize("name", ["../../etc/passwd", "a/b\\c.png", "..", "x" * 300 + ".png", "ünï cödé.png"])
+def test_safe_upload_name(name, tmp_path):
+    safe = h.safe_upload_name(name)
+    assert "/" not in safe and "\\" not in safe and not safe.startswith(".") and 0 < len(safe) <= 100
+    path, sha = h.save_upload(b"data", name, tmp_path)
+    assert path.parent.parent == tmp_path.resolve() and path.parent.name == sha
