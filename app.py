@@ -10,16 +10,16 @@ from core import jobs
 from core.train import TrainConfig
 from ui import common
 
-st.set_page_config(page_title="Hypersphere Explorer", page_icon="🌐", layout="wide")
+st.set_page_config(page_title="Hypersphere Explorer", page_icon=":material/public:", layout="wide")
 
 DEMO_NAMES = ("demo-softmax", "demo-l2softmax")
 DEMO_EPOCHS = 2
 DEMO_HOLDOUT = ["6", "7", "8", "9"]
 PAGES = (
-    ("pages/1_Train.py", "Train", "🏋️"),
-    ("pages/2_Explore.py", "Explore", "🔭"),
-    ("pages/3_Anomaly.py", "Anomaly", "🚨"),
-    ("pages/4_Compare.py", "Compare", "📊"),
+    ("pages/1_Train.py", "Train", ":material/model_training:"),
+    ("pages/2_Explore.py", "Explore", ":material/explore:"),
+    ("pages/3_Anomaly.py", "Anomaly", ":material/troubleshoot:"),
+    ("pages/4_Compare.py", "Compare", ":material/compare_arrows:"),
 )
 
 
@@ -46,11 +46,12 @@ def on_demo_done(rows: list[dict]) -> None:
     if rows and all(r.get("state") == "completed" for r in rows):
         st.success("The demo runs are ready: compare the radial spread of softmax with the circle of "
                    "L2-softmax.")
-        if not common.page_link("pages/2_Explore.py", "Open them on the Explore page", icon="🔭"):
+        if not common.page_link("pages/2_Explore.py", "Open them on the Explore page",
+                                icon=":material/explore:"):
             st.caption("(the Explore page is not installed yet)")
 
 
-st.title("🌐 Hypersphere Explorer")
+st.title("Hypersphere Explorer")
 st.markdown(
     "Hypersphere Explorer trains image embeddings with softmax, **L2-softmax** (Ranjan et al. 2017), "
     "triplet and margin losses, then lets you look at them on the hypersphere and use them to flag "
@@ -63,7 +64,7 @@ nav = st.columns(len(PAGES))
 for col, (path, label, icon) in zip(nav, PAGES):
     with col:
         if not common.page_link(path, label, icon=icon):
-            st.caption(f"{icon} {label} (coming soon)")
+            st.caption(f"{label} (coming soon)")
 
 root = common.checkpoints_root()
 try:
@@ -78,7 +79,7 @@ st.caption(
     f"embedding, digits {', '.join(DEMO_HOLDOUT)} held out as anomalies ({DEMO_EPOCHS} epochs each, about "
     "a minute on 2 CPU cores). It runs in the background: you can leave this page."
 )
-if st.button("▶ Quick demo", type="primary", key="quick_demo"):
+if st.button("Quick demo", type="primary", key="quick_demo", icon=":material/play_arrow:"):
     submitted = []
     try:
         for cfg in demo_configs():
@@ -96,14 +97,24 @@ st.subheader("Runs")
 if not infos:
     st.info(f"No runs yet in `{root}`. Press Quick demo, or train one on the Train page.")
 else:
-    live = [i for i in infos if i.live and i.run_id not in demo_ids]
-    if live:
-        st.caption(f"{len(live)} other run(s) queued or running: see the Train page for their progress.")
-    st.dataframe(common.runs_dataframe(infos), hide_index=True, column_config=common.RUNS_COLUMN_CONFIG,
-                 key="runs_table")
-    for info in infos:
-        if info.error:
-            st.error(info.error)
+    any_live = any(i.live for i in infos)
+
+    @st.fragment(run_every=3.0 if any_live else None)
+    def runs_table() -> None:
+        """The table refreshes itself while a run is live, and stops polling once none is."""
+        rows = infos if not any_live else common.list_run_infos(root)
+        live = [i for i in rows if i.live and i.run_id not in demo_ids]
+        if live:
+            st.caption(f"{len(live)} other run(s) queued or running: the Train page shows their progress.")
+        st.dataframe(common.runs_dataframe(rows), hide_index=True, column_config=common.RUNS_COLUMN_CONFIG,
+                     key="runs_table")
+        for info in rows:
+            if info.error:
+                st.error(info.error)
+        if any_live and not any(i.live for i in rows):
+            st.rerun()
+
+    runs_table()
 
     st.markdown("**Delete a run**")
     ids = [i.run_id for i in infos]

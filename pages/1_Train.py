@@ -13,7 +13,8 @@ from core.ingest import DataError, IngestError
 from core.train import TrainConfig
 from ui import common
 
-st.set_page_config(page_title="Train · Hypersphere Explorer", page_icon="🏋️", layout="wide")
+st.set_page_config(page_title="Train · Hypersphere Explorer", page_icon=":material/model_training:",
+                   layout="wide")
 
 LOSS_LABELS = {
     "softmax": "Softmax (no normalisation)",
@@ -60,7 +61,7 @@ def alpha_low_text(c: int) -> tuple[str, float | None]:
             f"reach probability p even on its class direction."), a
 
 
-st.title("🏋️ Train")
+st.title("Train")
 st.caption("Pick the data, a loss and its knobs, then start: the job runs in the background and keeps "
            "running if you close or reload the page.")
 root = common.checkpoints_root()
@@ -142,7 +143,11 @@ loss = st.selectbox("Loss", L.LOSSES, index=L.LOSSES.index("l2softmax"), key="lo
                     format_func=lambda x: LOSS_LABELS.get(x, x))
 alpha, alpha_trainable, margin, mining, scale = "16", False, None, "semihard", None
 if loss == "l2softmax":
-    help_text, a_low = alpha_low_text(n_train_classes)
+    if data_value:
+        help_text, a_low = alpha_low_text(n_train_classes)
+    else:
+        help_text, a_low = ("Features are L2-normalised and scaled to norm α. Choose the data to see the "
+                            "paper's lower bound α_low for its number of classes."), None
     c1, c2 = st.columns([3, 1])
     with c2:
         auto = st.checkbox("auto (α = α_low)", key="alpha_auto",
@@ -183,7 +188,7 @@ else:
 
 # --------------------------------------------------------------------------------------- training
 st.subheader("3 · Training")
-c1, c2, c3, c4, c5 = st.columns(5)
+c1, c2, c3, c4, c5 = st.columns([2.2, 1, 1, 1.4, 1])
 dim = c1.selectbox("Embedding dim", DIMS, index=0, key="dim",
                    format_func=lambda d: f"{d} (view directly on the hypersphere)" if d <= 3 else str(d))
 epochs = c2.number_input("Epochs", 1, 200, 5, key="epochs")
@@ -246,4 +251,4 @@ for info in infos:
                 st.code(common.log_tail(info.run_dir), language="text")
         elif info.state == "cancelled":
             st.caption(common.one_line(info.status.get("reason") or "cancelled"))
-common.page_link("pages/2_Explore.py", "Explore completed runs", icon="🔭")
+common.page_link("pages/2_Explore.py", "Explore completed runs", icon=":material/explore:")

@@ -12,7 +12,8 @@ Paths
 Formatting
 - ``one_line(exc) -> str``: the first line of an exception message, for ``st.error``.
 - ``fmt_duration(seconds) -> str`` ("1:05", "2:03:04"), ``fmt_time(ts) -> str`` (local "YYYY-MM-DD HH:MM").
-- ``STATE_COLORS``, ``state_badge(state)`` (draws ``st.badge``), ``state_label(state) -> str`` (icon + text).
+- ``STATE_COLORS``, ``state_badge(state)`` (draws ``st.badge``), ``state_label(state) -> str``
+  (plain text: emoji fonts are often missing).
 
 Runs
 - ``RunInfo`` (run_id, run_dir, status, config, summary, error) and ``read_run_info(status_row, root)``.
@@ -71,7 +72,6 @@ STATE_COLORS = {
     "failed": "red",
     "cancelled": "orange",
 }
-STATE_ICONS = {"queued": "⏳", "running": "🔄", "completed": "✅", "failed": "❌", "cancelled": "⏹️"}
 
 
 # ------------------------------------------------------------------------------------------- paths
@@ -132,8 +132,7 @@ def fmt_time(ts: float | None) -> str:
 
 
 def state_label(state: str | None) -> str:
-    state = state or "unknown"
-    return f"{STATE_ICONS.get(state, '❔')} {state}"
+    return str(state or "unknown")
 
 
 def state_badge(state: str | None) -> None:
@@ -232,7 +231,8 @@ def _alpha_label(info: RunInfo) -> str:
     if a is not None:
         return f"{a:.2f}"
     cfg = info.config.get("alpha")
-    return str(cfg) if cfg is not None else "?"
+    num = _num(cfg)
+    return f"{num:.2f}" if num is not None else str(cfg) if cfg is not None else "?"
 
 
 RUNS_COLUMN_CONFIG = {
@@ -307,11 +307,13 @@ def metrics_figure(rows: Sequence[dict], height: int = 300):
         steps = steps[::stride] + steps[-1:]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("loss", "accuracy"), horizontal_spacing=0.08)
     x = [r.get("step") for r in steps]
-    fig.add_trace(go.Scatter(x=x, y=[r.get("loss") for r in steps], mode="lines", name="train loss",
+    few = len(steps) < 30  # a line through one or two points is invisible: show markers too
+    mode = "lines+markers" if few else "lines"
+    fig.add_trace(go.Scatter(x=x, y=[r.get("loss") for r in steps], mode=mode, name="train loss",
                              line={"width": 1.5}), row=1, col=1)
     acc = [r.get("accuracy") for r in steps]
     if any(a is not None for a in acc):
-        fig.add_trace(go.Scatter(x=x, y=acc, mode="lines", name="train batch acc", line={"width": 1},
+        fig.add_trace(go.Scatter(x=x, y=acc, mode=mode, name="train batch acc", line={"width": 1},
                                  opacity=0.6), row=1, col=2)
     if epochs:
         fig.add_trace(go.Scatter(x=[r.get("step") for r in epochs], y=[r.get("val_accuracy") for r in epochs],
@@ -319,8 +321,8 @@ def metrics_figure(rows: Sequence[dict], height: int = 300):
                       row=1, col=2)
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 30, "b": 40},
-                      legend={"orientation": "h", "y": -0.25})
+    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 30, "b": 70},
+                      legend={"orientation": "h", "y": -0.38, "x": 0.0})
     return fig
 
 
@@ -339,14 +341,13 @@ def log_tail(run_dir: str | Path, lines: int = 20) -> str:
 
 def _progress_text(run: dict) -> str:
     state = run.get("state")
-    name = run.get("name") or run.get("run_id")
     if state == "queued":
         pos = f" (#{run['position']} in the queue)" if run.get("position") else ""
-        return f"{name}: queued{pos}, waiting for a free slot"
+        return f"queued{pos}, waiting for a free slot"
     p = float(run.get("progress") or 0.0)
     phase = run.get("phase") or state
     eta = run.get("eta_s")
-    parts = [f"{name}: {phase}", f"{p:.0%}"]
+    parts = [str(phase), f"{p:.0%}"]
     if run.get("epoch"):
         parts.append(f"epoch {run['epoch']}")
     if state == "running" and phase == "training" and eta is not None:
@@ -367,7 +368,8 @@ def draw_run_progress(
     with st.container(border=True):
         head, btn = st.columns([6, 1], vertical_alignment="center")
         with head:
-            st.markdown(f"**{run.get('name') or run_id}** &nbsp; `{run_id}`")
+            name = run.get("name") or run_id
+            st.markdown(f"**{name}** &nbsp; `{run_id}`" if name != run_id else f"`{run_id}`")
         if state in LIVE_STATES:
             with btn:
                 if st.button("Cancel", key=f"{key}-cancel-{run_id}", help="Stop this run (SIGTERM)"):
@@ -388,6 +390,17 @@ def draw_run_progress(
                 st.code(log_tail(root / run_id), language="text")
         elif state == "cancelled":
             st.warning(one_line(run.get("reason") or "cancelled"))
+        elif state == "completed":
+            try:
+                summ = _read_obj(root / run_id / "summary.json", "summary.json")
+            except ValueError as e:
+                st.error(one_line(e))
+                summ = {}
+            facts = [f"{label} {_num(summ.get(k)):.3f}" for k, label in
+                     (("test_accuracy", "test accuracy"), ("anomaly_auroc", "anomaly AUROC"),
+                      ("alpha", "α")) if _num(summ.get(k)) is not None]
+            if facts:
+                st.caption(" · ".join(facts))
         if curves and state != "queued":
             rows = metrics(root / run_id)
             if rows:
