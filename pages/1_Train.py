@@ -232,7 +232,8 @@ for info in infos:
     with st.container(border=True):
         c1, c2 = st.columns([6, 1], vertical_alignment="center")
         created = common.fmt_time(info.status.get("created"))
-        c1.markdown(f"**{info.name}** &nbsp; `{info.run_id}` &nbsp; · {created}")
+        title = f"**{info.name}** &nbsp; `{info.run_id}`" if info.name != info.run_id else f"`{info.run_id}`"
+        c1.markdown(f"{title} &nbsp; · {created}")
         with c2:
             common.state_badge(info.state)
         if info.error:

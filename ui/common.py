@@ -396,9 +396,9 @@ def draw_run_progress(
             except ValueError as e:
                 st.error(one_line(e))
                 summ = {}
-            facts = [f"{label} {_num(summ.get(k)):.3f}" for k, label in
-                     (("test_accuracy", "test accuracy"), ("anomaly_auroc", "anomaly AUROC"),
-                      ("alpha", "α")) if _num(summ.get(k)) is not None]
+            facts = [f"{label} {_num(summ.get(k)):{fmt}}" for k, label, fmt in
+                     (("test_accuracy", "test accuracy", ".3f"), ("anomaly_auroc", "anomaly AUROC", ".3f"),
+                      ("alpha", "α", ".2f")) if _num(summ.get(k)) is not None]
             if facts:
                 st.caption(" · ".join(facts))
         if curves and state != "queued":
