@@ -69,12 +69,24 @@ _DECODE_ERRORS = (
 _MAX_NAME_BYTES = 255
 
 
+def _env_limit(name: str, default: float, cast: type = int) -> float:
+    """A positive limit from the environment, or the default (a typo must not disable a limit)."""
+    try:
+        value = cast(os.environ.get(name) or default)
+    except ValueError:
+        return default
+    return value if value > 0 else default
+
+
 @dataclass
 class ZipLimits:
-    max_total_bytes: int = 2_000_000_000
-    max_files: int = 200_000
-    max_ratio: float = 200.0
-    max_entry_bytes: int = 200_000_000
+    """Archive budget. Defaults come from HSE_ZIP_MAX_TOTAL_BYTES, HSE_ZIP_MAX_FILES, HSE_ZIP_MAX_RATIO
+    and HSE_ZIP_MAX_ENTRY_BYTES when set, read each time a ZipLimits() is made."""
+
+    max_total_bytes: int = field(default_factory=lambda: _env_limit("HSE_ZIP_MAX_TOTAL_BYTES", 2_000_000_000))
+    max_files: int = field(default_factory=lambda: _env_limit("HSE_ZIP_MAX_FILES", 200_000))
+    max_ratio: float = field(default_factory=lambda: _env_limit("HSE_ZIP_MAX_RATIO", 200.0, float))
+    max_entry_bytes: int = field(default_factory=lambda: _env_limit("HSE_ZIP_MAX_ENTRY_BYTES", 200_000_000))
     # Tiny entries (a blank text file, a flat mask) legitimately compress by 1000x; only entries
     # this large are big enough for their compression ratio to matter.
     ratio_min_bytes: int = 1_000_000
@@ -182,13 +194,15 @@ def _check_zip_budget(infos: Sequence[zipfile.ZipInfo], limits: ZipLimits) -> No
         )
 
 
-def safe_extract_zip(zip_path: PathLike, dest_dir: PathLike, limits: ZipLimits = ZipLimits()) -> Path:
+def safe_extract_zip(zip_path: PathLike, dest_dir: PathLike, limits: ZipLimits | None = None) -> Path:
     """Extract the images of a zip into `dest_dir/<sha256[:16]>/` and return that folder.
 
     The whole archive is refused (IngestError) on path traversal, symlinks, encrypted entries, size or
     ratio limits (checked from the central directory before anything is written, and again while
     streaming because headers can lie), an empty archive, or one without images. Only image files are
-    written; the same archive uploaded twice reuses the first extraction."""
+    written; the same archive uploaded twice reuses the first extraction. `limits` defaults to
+    ZipLimits() made at call time, so the HSE_ZIP_* environment variables apply to a running app."""
+    limits = limits if limits is not None else ZipLimits()
     zip_path = Path(os.fsdecode(zip_path))
     dest_dir = Path(os.fsdecode(dest_dir))
     if not zip_path.is_file():
