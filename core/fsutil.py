@@ -12,7 +12,24 @@ from typing import Any
 import numpy as np
 
 
+def _process_umask() -> int:
+    """The umask, read without changing it (os.umask would race with other threads)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0o022
+
+
+_FILE_MODE = 0o666 & ~_process_umask()
+
+
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a hidden temp file beside `path`, fsync, then os.replace: `path` is always either the
+    old or the new complete file. A kill mid-write can only leave a hidden `.NAME.*.tmp` behind."""
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -20,6 +37,8 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
+            # mkstemp makes 0600 files; artefacts get the same mode as any other file of the process
+            os.fchmod(f.fileno(), _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -23,6 +23,7 @@ from core.fsutil import read_json, write_json
 from core.train import TrainConfig
 
 LIVE_STATES = ("queued", "running")
+STATES = ("queued", "running", "completed", "failed", "cancelled")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENDED_UNEXPECTEDLY = "process ended unexpectedly"
 
@@ -95,8 +96,9 @@ def submit(config: TrainConfig, root: str | Path | None = None) -> str:
         except FileExistsError:
             continue
     config.run_dir = str(run_dir.resolve())
-    write_json(run_dir / "config.json", asdict(config))
+    # status first: a listing between the two writes sees a queued run, not one without status.json
     write_json(run_dir / "status.json", {"state": "queued", "created": time.time(), "pid": None})
+    write_json(run_dir / "config.json", asdict(config))
     log = open(run_dir / "log.txt", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
@@ -152,12 +154,38 @@ def _read_status_raw(run_dir: Path) -> dict:
     try:
         st = read_json(run_dir / "status.json")
         if not isinstance(st, dict):
-            raise ValueError("status.json is not an object")
-        return st
+            raise ValueError("not a JSON object")
     except FileNotFoundError:
         return {"state": "failed", "reason": "status.json is missing"}
     except (ValueError, UnicodeDecodeError) as e:
-        return {"state": "failed", "reason": f"status.json is malformed: {e}"}
+        return {"state": "failed", "reason": f"status.json is malformed: {_one_line(e)}"}
+    except OSError as e:
+        return {"state": "failed", "reason": f"status.json cannot be read: {e.strerror or e}"}
+    return _sanitise_status(st)
+
+
+def _one_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [e.__class__.__name__])[0]
+
+
+def _sanitise_status(st: dict) -> dict:
+    """A hand-edited status.json must not break listings or the queue: fields of the wrong type are
+    dropped, and an unknown state reads as failed with the reason."""
+    st = dict(st)
+    for key in ("pid", "pid_start"):
+        v = st.get(key)
+        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+            st[key] = None
+    for key in ("created", "started", "ended", "updated", "progress", "eta_s"):
+        v = st.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            st.pop(key)
+    if st.get("reason") is not None and not isinstance(st["reason"], str):
+        st["reason"] = str(st["reason"])
+    state = st.get("state")
+    if not isinstance(state, str) or state not in STATES:
+        st.update(state="failed", reason=f"status.json is malformed: unknown state {state!r}")
+    return st
 
 
 def _reconcile(run_dir: Path, st: dict) -> dict:
@@ -246,6 +274,26 @@ def delete_run(run_id: str, root: str | Path | None = None) -> None:
     if st.get("state") in LIVE_STATES:
         cancel(run_id, root)
     shutil.rmtree(_run_dir(run_id, root))
+
+
+def log_tail(run_id: str, root: str | Path | None = None, n_lines: int = 50) -> str:
+    """The last lines of a run's log.txt (stdout and stderr of its process), decoded leniently."""
+    path = _run_dir(run_id, Path(root or default_root())) / "log.txt"
+    if n_lines <= 0:
+        return ""
+    try:
+        with open(path, "rb") as f:
+            end = f.seek(0, os.SEEK_END)
+            data, pos = b"", end
+            # read backwards in blocks until enough lines (or the whole file, capped at 4 MB)
+            while pos > 0 and data.count(b"\n") <= n_lines and end - pos < 4 << 20:
+                step = min(pos, 64 << 10)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+    except FileNotFoundError:
+        return ""
+    return "\n".join(data.decode("utf-8", errors="replace").splitlines()[-n_lines:])
 
 
 def queue(root: str | Path | None = None) -> list[dict]:

@@ -4,6 +4,8 @@ never a traceback, and never takes the rest of the app down."""
 from __future__ import annotations
 
 import json
+import math
+import pickle
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -64,6 +66,10 @@ def _read_json_file(path: Path, what: str) -> dict:
         raise RunError(f"{path.parent.name}: {what} is missing") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise RunError(f"{path.parent.name}: {what} is malformed ({e.__class__.__name__})") from None
+    except OSError as e:
+        raise RunError(
+            f"{path.parent.name}: {what} cannot be read ({e.strerror or e.__class__.__name__})"
+        ) from None
     if not isinstance(obj, dict):
         raise RunError(f"{path.parent.name}: {what} is not a JSON object")
     return obj
@@ -81,9 +87,63 @@ def save_threshold(run_dir: Path, threshold: float, source: str = "manual") -> N
     write_json(Path(run_dir) / "threshold.json", {"threshold": float(threshold), "source": source})
 
 
+def _mtime_ns(p: Path) -> int:
+    try:
+        return p.stat().st_mtime_ns if p.is_file() else 0
+    except OSError:  # an atomic write in progress: its temp file went between glob() and stat()
+        return 0
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _check_summary(name: str, summary: dict, config: dict) -> None:
+    """Types of the summary fields the app relies on: a hand edit gives a RunError, not a crash later."""
+    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    if missing:
+        raise RunError(f"{name}: summary.json lacks {', '.join(missing)}")
+    t = summary["threshold"]
+    try:
+        if isinstance(t, bool) or not math.isfinite(float(t)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise RunError(f"{name}: summary.json threshold is not a number ({t!r})") from None
+    if not _is_int(summary["dim"]) or summary["dim"] < 1:
+        raise RunError(f"{name}: summary.json dim is not a positive integer ({summary['dim']!r})")
+    names = summary["class_names"]
+    if not isinstance(names, list) or not all(isinstance(c, str) for c in names):
+        raise RunError(f"{name}: summary.json class_names is not a list of names")
+    normal = summary["normal_classes"]
+    if not isinstance(normal, list) or not all(_is_int(c) and 0 <= c < len(names) for c in normal):
+        raise RunError(f"{name}: summary.json normal_classes is not a list of class indices")
+    for key, where in (("image_size", summary), ("channels", summary), ("image_size", config)):
+        v = where.get(key)
+        if v is not None and (not _is_int(v) or v < 1):
+            what = "summary.json" if where is summary else "config.json"
+            raise RunError(f"{name}: {what} {key} is not a positive integer ({v!r})")
+    k = summary.get("k")
+    if k is not None and (not _is_int(k) or k < 1):
+        raise RunError(f"{name}: summary.json k is not a positive integer ({k!r})")
+
+
+# dtype kinds each embeddings.npz array must have: f float, i/u integer, b bool, U str
+_NPZ_KINDS = {
+    "emb": "f",
+    "norm": "f",
+    "label": "iu",
+    "split": "iu",
+    "anomaly": "b",
+    "source": "U",
+    "score": "f",
+    "class_weights": "f",
+    "class_names": "U",
+}
+
+
 def load_run(run_dir: str | Path) -> Run:
     run_dir = Path(run_dir)
-    mtime = max((p.stat().st_mtime_ns for p in run_dir.glob("*") if p.is_file()), default=0)
+    mtime = max((_mtime_ns(p) for p in run_dir.glob("*")), default=0)
     return _load_run_cached(str(run_dir.resolve()), mtime)
 
 
@@ -92,12 +152,12 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
     run_dir = Path(run_dir_s)
     config = _read_json_file(run_dir / "config.json", "config.json")
     summary = _read_json_file(run_dir / "summary.json", "summary.json")
-    missing = [k for k in SUMMARY_KEYS if k not in summary]
-    if missing:
-        raise RunError(f"{run_dir.name}: summary.json lacks {', '.join(missing)}")
+    _check_summary(run_dir.name, summary, config)
     try:
         status = read_json(run_dir / "status.json")
-    except (FileNotFoundError, ValueError):
+    except (OSError, ValueError):
+        status = {}
+    if not isinstance(status, dict):
         status = {}
     try:
         with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
@@ -105,10 +165,16 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
     except FileNotFoundError:
         raise RunError(f"{run_dir.name}: embeddings.npz is missing") from None
     except Exception as e:  # noqa: BLE001 - a torn or hand-edited npz has many failure modes
+        # allow_pickle=False: an object array (a pickle) lands here as a ValueError, never unpickled
         raise RunError(f"{run_dir.name}: embeddings.npz is unreadable ({e.__class__.__name__})") from None
-    n = len(arrays.get("emb", []))
+    for key, kinds in _NPZ_KINDS.items():
+        if key in arrays and arrays[key].dtype.kind not in kinds:
+            raise RunError(f"{run_dir.name}: embeddings.npz '{key}' has the wrong type ({arrays[key].dtype})")
+    if "emb" not in arrays or arrays["emb"].ndim != 2 or arrays["emb"].shape[1] < 1:
+        raise RunError(f"{run_dir.name}: embeddings.npz has no valid 'emb' (expected a [N, d] array)")
+    n = len(arrays["emb"])
     for key in ("norm", "label", "split", "anomaly", "source", "score"):
-        if key not in arrays or len(arrays[key]) != n:
+        if key not in arrays or arrays[key].ndim != 1 or len(arrays[key]) != n:
             raise RunError(f"{run_dir.name}: embeddings.npz has no valid '{key}'")
     projection = {}
     if (run_dir / "projection.npz").exists():
@@ -117,10 +183,6 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
                 projection = {k: z[k] for k in z.files if len(z[k]) == n}
         except Exception:  # noqa: BLE001 - a missing projection only disables that view
             projection = {}
-    try:
-        float(summary["threshold"])
-    except (TypeError, ValueError):
-        raise RunError(f"{run_dir.name}: summary.json threshold is not a number") from None
     return Run(
         run_dir=run_dir,
         config=config,
@@ -147,7 +209,7 @@ def list_completed(root: str | Path) -> tuple[list[Path], list[str]]:
         return ok, errors
     for d in sorted(
         (p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")),
-        key=lambda p: p.stat().st_mtime,
+        key=_dir_mtime,
         reverse=True,
     ):
         if not (d / "summary.json").exists():
@@ -157,7 +219,16 @@ def list_completed(root: str | Path) -> tuple[list[Path], list[str]]:
             ok.append(d)
         except RunError as e:
             errors.append(str(e))
+        except OSError as e:  # e.g. deleted by another session while we read it
+            errors.append(f"{d.name}: cannot be read ({e.strerror or e.__class__.__name__})")
     return ok, errors
+
+
+def _dir_mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def metrics(run_dir: str | Path) -> list[dict]:
@@ -174,11 +245,35 @@ def score_embeddings(
     return scores, ref_rows[idx], dist
 
 
+def load_run_model(run_dir: str | Path) -> torch.nn.Module:
+    """The run's model, loaded with weights_only=True: a model.pt that holds anything but tensors and
+    plain containers (a pickled payload) is refused without running it. RunError, one line."""
+    from core.train import load_model
+
+    run_dir = Path(run_dir)
+    path = run_dir / "model.pt"
+    if not path.is_file():
+        raise RunError(f"{run_dir.name}: model.pt is missing")
+    try:
+        model, _ = load_model(path)
+    except pickle.UnpicklingError as e:
+        detail = next((ln.strip() for ln in str(e).splitlines() if "Unsupported global" in ln), "")
+        detail = detail.split(" was not an allowed global")[0]
+        raise RunError(
+            f"{run_dir.name}: refusing model.pt: it holds more than weights (weights_only load failed"
+            + (f": {detail})" if detail else ")")
+        ) from None
+    except Exception as e:  # noqa: BLE001 - torn zip, wrong keys or shapes, hand edits: one line each
+        first = (str(e).strip().splitlines() or [e.__class__.__name__])[0][:200]
+        raise RunError(f"{run_dir.name}: model.pt is unreadable ({e.__class__.__name__}: {first})") from None
+    return model
+
+
 def embed_images(run_dir: str | Path, images: np.ndarray) -> np.ndarray:
     """Embed preprocessed images [N,C,S,S] with the run's model (loaded with weights_only)."""
-    from core.train import embed_all, load_model
+    from core.train import embed_all
 
-    model, _ = load_model(Path(run_dir) / "model.pt")
+    model = load_run_model(run_dir)
     return embed_all(
         model, torch.from_numpy(np.asarray(images, dtype=np.float32)), torch.device("cpu")
     ).numpy()
