@@ -1,38 +1,12 @@
-# Hypersphere Explorer — developer entry points.
-#   make run    create .venv (once), start the app on http://127.0.0.1:8501
-#   make test   create .venv (once), install Debian's chromium if missing, run the whole test suite
-# pip may print warnings about file:// locations (local wheel mirrors on some machines): harmless.
-
-PYTHON ?= python3.11
-VENV   := .venv
-BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed
-PYTEST_ARGS ?=
-
-.PHONY: venv run test browser-deps lint format clean-venv
-
-venv: $(STAMP)
-
-# Re-runs pip only when a requirements file is newer than the last successful install.
-$(STAMP): requirements.txt requirements-dev.txt
-	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -r requirements-dev.txt
-	@touch $@
-
-run: venv
-	$(BIN)/streamlit run app.py
-
-browser-deps:
-	@scripts/install-chromium.sh
-
-test: venv browser-deps
-	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
-
+# Convenience targets; the scripts are the real entry points (they need only bash and Python 3.11).
+.PHONY: venv run test lint format
+venv:
+	bash scripts/setup-venv.sh
+run:
+	bash scripts/run.sh
+test:
+	bash scripts/test.sh $(PYTEST_ARGS)
 lint: venv
-	$(BIN)/ruff check .
-
+	.venv/bin/ruff check .
 format: venv
-	$(BIN)/ruff format .
-
-clean-venv:
-	rm -rf $(VENV)
+	.venv/bin/ruff format .
