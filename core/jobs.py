@@ -101,11 +101,13 @@ def submit(config: TrainConfig, root: str | Path | None = None) -> str:
     write_json(run_dir / "config.json", asdict(config))
     log = open(run_dir / "log.txt", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    launcher = [sys.executable, "-m", "core.train"]
+    if int(config.nproc) > 1:  # N local ranks of one DistributedDataParallel run (see core/distributed.py)
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+        launcher += ["--nproc_per_node", str(int(config.nproc)), "-m", "core.train", "--distributed"]
     proc = subprocess.Popen(
         [
-            sys.executable,
-            "-m",
-            "core.train",
+            *launcher,
             "--config",
             str(run_dir / "config.json"),
             "--run-dir",
@@ -196,8 +198,11 @@ def _reconcile(run_dir: Path, st: dict) -> dict:
             run_dir, lambda s: s.get("state") in LIVE_STATES and s.get("pid") == st["pid"], **fixed
         )
         st = {**st, **fixed}
-    elif st.get("state") == "queued" and not st.get("pid") and time.time() - st.get("created", 0) > 60:
+    elif st.get("state") == "queued" and not st.get("pid") and time.time() - (st.get("created") or 0) > 60:
         # submit() died between creating the run and starting its process
+        st = {**st, "state": "failed", "reason": ENDED_UNEXPECTEDLY}
+    elif st.get("state") == "running" and not st.get("pid"):
+        # every writer of "running" records its PID with it: without one (a hand edit), nothing runs it
         st = {**st, "state": "failed", "reason": ENDED_UNEXPECTEDLY}
     return st
 

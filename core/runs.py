@@ -167,6 +167,9 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
     except Exception as e:  # noqa: BLE001 - a torn or hand-edited npz has many failure modes
         # allow_pickle=False: an object array (a pickle) lands here as a ValueError, never unpickled
         raise RunError(f"{run_dir.name}: embeddings.npz is unreadable ({e.__class__.__name__})") from None
+    for key, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # NpzFile hands back raw bytes for a member that is no .npy
+            raise RunError(f"{run_dir.name}: embeddings.npz '{key}' is not an array")
     for key, kinds in _NPZ_KINDS.items():
         if key in arrays and arrays[key].dtype.kind not in kinds:
             raise RunError(f"{run_dir.name}: embeddings.npz '{key}' has the wrong type ({arrays[key].dtype})")
