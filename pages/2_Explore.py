@@ -130,17 +130,17 @@ def show_run(name: str, slot: str) -> None:
         r = selection[0]
         st.markdown(
             f"**Sample {r}** · class `{h.class_name(run, r)}` · split {h.SPLIT_NAMES[int(run.split[r])]} · "
-            f"‖f‖ = {float(run.norm[r]):.3f} · score {float(run.score[r]):.4f}"
+            f"‖f‖ = {float(run.norm[r]):.3f} · score {float(run.score[r]):.3g}"
         )
         nn, dist = views.nearest_neighbours(run.emb, run.emb[r], k=k_nn, exclude=r)
         st.image([h.thumbnail(str(run.source[r]))], caption=["selected"], width=96, clamp=True)
         st.markdown(f"{len(nn)} nearest neighbours (cosine distance):")
-        h.show_gallery(run, nn, [f"{h.class_name(run, j)} · {d:.3f}" for j, d in zip(nn, dist)], width=72)
+        h.show_gallery(run, nn, [f"{h.class_name(run, j)} · {d:.2g}" for j, d in zip(nn, dist)], width=72)
         st.dataframe(
             {
                 "row": nn,
                 "class": [h.class_name(run, j) for j in nn],
-                "cosine distance": np.round(dist, 4),
+                "cosine distance": [float(f"{d:.3g}") for d in dist],
                 "source": [str(run.source[j]) for j in nn],
             },
             hide_index=True,

@@ -91,33 +91,37 @@ bcols = st.columns(len(labels) + 1)
 for col, (key, label) in zip(bcols, labels.items()):
     value = base["suggest"].get(key)
     col.button(
-        f"{label}" + ("" if value is None else f" = {value:.4f}"),
+        f"{label}" + ("" if value is None else f" = {value:.3g}"),
         key=f"anomaly_suggest_{key}",
         disabled=value is None,
         on_click=_set_threshold,
         args=(value or 0.0,),
         width="stretch",
     )
-if bcols[-1].button("💾 Save threshold with run", key="anomaly_save", width="stretch"):
+if bcols[-1].button("Save threshold with run", key="anomaly_save", width="stretch"):
     try:
         save_threshold(run.run_dir, threshold, source="anomaly page")
-        st.success(f"Saved threshold {threshold:.4f} to {run.name}/threshold.json; `core.score` now uses it.")
+        st.success(f"Saved threshold {threshold:.4g} to {run.name}/threshold.json; `core.score` now uses it.")
     except OSError as e:
         st.error(f"Could not save the threshold: {h._one_line(e)}")
 saved = run.threshold
-st.caption(f"Threshold used by `core.score` for this run: {saved:.4f}")
+st.caption(f"Threshold used by `core.score` for this run: {saved:.4g}")
 
 # ---------------------------------------------------------------- metrics at the threshold
 m = anomaly.decision_metrics(base["s_test"], base["y_test"], threshold)
 c = st.columns(8)
-c[0].metric("TP (anomaly caught)", m["tp"])
-c[1].metric("FP (false alarm)", m["fp"])
-c[2].metric("TN", m["tn"])
-c[3].metric("FN (missed)", m["fn"])
+c[0].metric("TP", m["tp"], help="anomalies called anomalous")
+c[1].metric("FP", m["fp"], help="false alarms: normal samples called anomalous")
+c[2].metric("TN", m["tn"], help="normal samples called normal")
+c[3].metric("FN", m["fn"], help="missed anomalies: called normal")
 c[4].metric("precision", f"{m['precision']:.3f}")
 c[5].metric("recall", f"{m['recall']:.3f}")
 c[6].metric("F1", f"{m['f1']:.3f}")
 c[7].metric("FPR", f"{m['fpr']:.3f}")
+st.markdown(
+    "| | called normal | called anomaly |\n|---|---:|---:|\n"
+    f"| **normal** (test) | {m['tn']} | {m['fp']} |\n| **anomalous** (test) | {m['fn']} | {m['tp']} |"
+)
 
 # ---------------------------------------------------------------- charts
 # plain figure specs (h.RawFigure): plotly's object model would cost more than the whole budget
@@ -218,10 +222,10 @@ fn_rows = base["fn_order"][: int(m["fn"])][:GALLERY]  # sorted asc: the first fn
 g1, g2 = st.columns(2)
 with g1:
     st.markdown(f"**False positives** ({m['fp']}): normal samples called anomalous, highest score first")
-    h.show_gallery(run, fp_rows, [f"{h.class_name(run, r)} · {run.score[r]:.3f}" for r in fp_rows], width=64)
+    h.show_gallery(run, fp_rows, [f"{h.class_name(run, r)} · {run.score[r]:.2g}" for r in fp_rows], width=64)
 with g2:
     st.markdown(f"**False negatives** ({m['fn']}): anomalies called normal, lowest score first")
-    h.show_gallery(run, fn_rows, [f"{h.class_name(run, r)} · {run.score[r]:.3f}" for r in fn_rows], width=64)
+    h.show_gallery(run, fn_rows, [f"{h.class_name(run, r)} · {run.score[r]:.2g}" for r in fn_rows], width=64)
 
 # ---------------------------------------------------------------- inspect images (results kept across reruns)
 st.subheader("Inspect images")
@@ -248,7 +252,7 @@ star_traces = []
 stars = [r for r in inspected if r.get("coords") is not None]
 if stars and coords.xy is not None:
     xy = np.stack([r["coords"] for r in stars])
-    text = [f"{r['file']} · {r['score']:.3f} · {r['decision']}" for r in stars]
+    text = [f"{r['file']} · {r['score']:.3g} · {r['decision']}" for r in stars]
     flat = xy.shape[1] == 2
     star = {
         "type": "scatter" if flat else "scatter3d",
@@ -301,16 +305,16 @@ for row in inspected:
     if row["score"] is None:
         st.error(f"{row['file']}: {row['error']}")
         continue
-    icon = "🔴" if row["decision"] == "anomaly" else "🟢"
+    verdict = ":red[**anomaly**]" if row["decision"] == "anomaly" else ":green[**normal**]"
     with st.container(border=True):
         a, b = st.columns([1, 5])
         a.image(row["image"], caption=row["file"][:40], width=96, clamp=True)
-        b.markdown(f"{icon} **{row['decision']}** · score **{row['score']:.4f}** (threshold {threshold:.4f})")
+        b.markdown(f"{verdict} · score **{row['score']:.4g}** (threshold {threshold:.4g})")
         with b:
             h.show_gallery(
                 run,
                 row["nn_rows"],
-                [f"{h.class_name(run, r)} · {d:.3f}" for r, d in zip(row["nn_rows"], row["nn_dist"])],
+                [f"{h.class_name(run, r)} · {d:.2g}" for r, d in zip(row["nn_rows"], row["nn_dist"])],
                 width=56,
             )
 if inspected:

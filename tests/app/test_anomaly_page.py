@@ -19,7 +19,7 @@ from ui import explore_helpers as h
 RUN_2D = "fixture-l2softmax-d2"
 RUN_16D = "fixture-l2softmax-d16"
 PAGE = "pages/3_Anomaly.py"
-CONFUSION = ("TP (anomaly caught)", "FP (false alarm)", "TN", "FN (missed)")
+CONFUSION = ("TP", "FP", "TN", "FN")
 
 
 def metrics(at) -> dict[str, str]:
@@ -170,12 +170,13 @@ def test_upload_through_the_page(root_with_runs, app_test):
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("fake.png: ") and "\n" not in errors[0]
     assert any("score **" in m.value for m in at.markdown)
+    assert any("| **normal** (test) |" in m.value for m in at.markdown)  # the confusion matrix
     assert at.get("download_button")
     spec = json.loads(at.get("plotly_chart")[3].proto.spec)
     assert "uploaded" in [t.get("name") for t in spec["data"]]  # the star on the hypersphere
     # moving the slider re-decides without re-embedding (same score, decision follows)
     at.slider(key=f"anomaly_thr::{RUN_2D}").set_value(at.slider(key=f"anomaly_thr::{RUN_2D}").max).run()
-    assert any("🟢 **normal**" in m.value for m in at.markdown)
+    assert any(":green[**normal**]" in m.value for m in at.markdown)
 
 
 def test_tampered_run_and_dim3(root_with_runs, app_test):
