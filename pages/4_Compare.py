@@ -23,8 +23,13 @@ st.caption(
     "what it does to accuracy, retrieval and anomaly detection, next to plain softmax."
 )
 
+st.markdown(
+    "**In one sentence:** α is the size of the sphere the features live on. Too small, and the model can "
+    "never be confident (left of the dotted orange line, the paper's bound α_low); too large, and it "
+    "behaves like plain softmax (the dashed red line). The sweet spot is usually a little above α_low."
+)
 with st.expander(
-    "What is α, and how to read this page (plain language)", expanded=True, icon=":material/help:"
+    "What is α, and how to read this page (plain language)", expanded=False, icon=":material/help:"
 ):
     st.markdown(
         """
@@ -277,29 +282,33 @@ if not C.alpha_groups(agg):
     st.info("This sweep has no L2-softmax run: only the horizontal reference lines can be drawn.")
 
 st.subheader("Metrics against α")
-notes = []
+notes = [
+    ":blue[**Blue**]: L2-softmax, mean ± one standard deviation over seeds and splits "
+    "(faint dots: single runs)."
+]
 if a_low:
     notes.append(
-        f"Dotted orange: α_low = {a_low:.2f}, the paper's bound for C = {ctx.get('num_classes')} "
-        "training classes at p = 0.9."
+        f":orange[**Dotted orange**]: α_low = {a_low:.2f}, the paper's bound for "
+        f"C = {ctx.get('num_classes')} training classes at p = 0.9."
     )
 if any(a["loss"] == "softmax" for a in agg):
-    notes.append("Dashed red: softmax in this sweep (mean, band ± std).")
+    notes.append(":red[**Dashed red**]: softmax in this sweep (mean, band ± std).")
 elif extra:
-    notes.append(f"Dashed red: softmax from {extra[0]['source']} on the same data and held-out digits.")
+    notes.append(
+        f":red[**Dashed red**]: softmax from {extra[0]['source']} on the same data and held-out digits."
+    )
 else:
     notes.append("No softmax run on the same data and held-out digits to compare with.")
-st.caption(
-    " ".join(notes) + " Bars: ± one standard deviation over seeds and splits; faint dots: single runs."
-)
+others = sorted({a["loss"] for a in agg} - {"softmax", "l2softmax"})
+if others:
+    notes.append(f"Other dashed lines: {', '.join(others)} (no α); hover a line for its name.")
+st.caption(" ".join(notes))
 
 metrics = list(C.METRIC_LABELS)
 for i in range(0, len(metrics), 3):
     cols = st.columns(3)
     for col, metric in zip(cols, metrics[i : i + 3]):
         fig = C.metric_figure(agg, data.rows, metric, a_low, extra)
-        if i == 0 and metric == metrics[0]:
-            fig = C.legend_figure(fig)
         col.plotly_chart(fig, key=f"cmp_plot_{metric}", config={"displayModeBar": False})
 
 with st.expander("Table: mean ± std per loss and α", icon=":material/table:"):

@@ -330,7 +330,9 @@ def metric_figure(
                 hovertemplate=f"α_low = {a_low:.2f}: below it, p = 0.9 is out of reach<extra></extra>",
             )
         )
-    ticks = sorted({round(x, 2) for x in xs} | ({round(a_low, 2)} if a_low else set()))
+    ticks = sorted({round(x, 2) for x in xs})
+    if a_low and all(abs(math.log(a_low / t)) > 0.35 for t in ticks):  # no overlapping tick labels
+        ticks = sorted([*ticks, round(a_low, 2)])
     fig.update_layout(
         title={"text": label, "x": 0.02, "font": {"size": 15}},
         height=height,
