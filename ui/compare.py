@@ -160,18 +160,13 @@ def alpha_low(num_classes: int | None, p: float = 0.9) -> float | None:
 
 
 def sweep_label(out: Path, checkpoints: Path) -> str:
+    """A stable label (it must not change while the sweep runs: the selectbox keys on it): the sweep's
+    folder relative to the checkpoints root, without the app's ".sweeps/" prefix."""
     try:
-        m = read_json(out / "sweep.json")
-    except (OSError, ValueError):
-        m = {}
-    try:
-        where = str(out.relative_to(checkpoints))
+        where = str(Path(out).relative_to(checkpoints))
     except ValueError:
         where = str(out)
-    n = len(m.get("runs") or []) if isinstance(m, dict) else 0
-    name = m.get("name") if isinstance(m, dict) else None
-    where = where.removeprefix(".sweeps/")
-    return f"{name or out.name} ({n} runs)" + ("" if (name or out.name) == where else f" · {where}")
+    return where.removeprefix(f"{sweep.SWEEPS_DIR}/")
 
 
 # --------------------------------------------------------------------------- aggregation
