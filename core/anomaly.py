@@ -5,6 +5,8 @@ on a hypersphere the angle is what carries identity, so the norm is deliberately
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -18,35 +20,111 @@ def _as_tensor(a: torch.Tensor | np.ndarray) -> torch.Tensor:
     return t.detach().float()
 
 
+# Above this many reference embeddings the scores use FAISS (exact IndexFlatIP) when it is installed.
+FAISS_MIN_REFERENCE = int(os.environ.get("HSE_FAISS_MIN_REFERENCE", 200_000))
+# chunk_q x chunk_r similarities at most: 2**24 float32 = 64 MiB per block
+BLOCK_ELEMENTS = 1 << 24
+
+
+def faiss_available() -> bool:
+    try:
+        import faiss  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def knn_cosine_scores(
     query: torch.Tensor | np.ndarray,
     reference: torch.Tensor | np.ndarray,
     k: int = DEFAULT_K,
     chunk: int = 4096,
     exclude_self: bool = False,
+    ref_chunk: int | None = None,
+    backend: str = "auto",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Return (scores [N], neighbour indices [N,k], neighbour distances [N,k]).
 
-    Chunked so memory stays bounded by chunk x len(reference). With exclude_self, query i is
-    reference i (leave-one-out scores for the training set)."""
-    q = F.normalize(_as_tensor(query), dim=1)
-    r = F.normalize(_as_tensor(reference), dim=1)
+    Exact kNN by cosine similarity in bounded memory, whatever the sizes: queries in chunks of `chunk`,
+    references in chunks of `ref_chunk` (default: chunk x ref_chunk <= 2**24 similarities, 64 MiB),
+    with a running top-k merged across reference chunks. Rows are normalised chunk by chunk, so no
+    normalised copy of a large reference set is made. `backend`: "torch", "faiss" (exact IndexFlatIP on
+    normalised vectors) or "auto" = FAISS when it is installed and len(reference) >= FAISS_MIN_REFERENCE.
+    Both give the same neighbours (ties aside) and distances within float32 rounding (~1e-6).
+    With exclude_self, query i is reference i (leave-one-out scores for the training set)."""
+    q = _as_tensor(query)
+    r = _as_tensor(reference)
     if len(r) == 0:
         raise ValueError("no normal reference embeddings to score against")
     k_eff = min(k, len(r) - (1 if exclude_self else 0))
     if k_eff < 1:
         raise ValueError("need at least 2 normal reference embeddings for leave-one-out scores")
-    idx_out = np.empty((len(q), k_eff), dtype=np.int64)
-    dist_out = np.empty((len(q), k_eff), dtype=np.float32)
-    for start in range(0, len(q), chunk):
-        sim = q[start : start + chunk] @ r.T
-        if exclude_self:
-            rows = torch.arange(sim.shape[0])
-            sim[rows, rows + start] = -float("inf")
-        top = sim.topk(k_eff, dim=1)
-        idx_out[start : start + chunk] = top.indices.numpy()
-        dist_out[start : start + chunk] = (1.0 - top.values).clamp_min(0).numpy()
+    if backend == "auto":
+        backend = "faiss" if len(r) >= FAISS_MIN_REFERENCE and faiss_available() else "torch"
+    if backend == "faiss":
+        idx_out, sim_out = _knn_faiss(q, r, k_eff, chunk, exclude_self)
+    elif backend == "torch":
+        idx_out, sim_out = _knn_torch(q, r, k_eff, chunk, exclude_self, ref_chunk)
+    else:
+        raise ValueError(f"unknown kNN backend '{backend}'; choose auto, torch or faiss")
+    dist_out = np.clip(1.0 - sim_out, 0.0, None).astype(np.float32)
     return dist_out.mean(axis=1), idx_out, dist_out
+
+
+def _knn_torch(
+    q: torch.Tensor, r: torch.Tensor, k: int, chunk: int, exclude_self: bool, ref_chunk: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    chunk = max(1, int(chunk))
+    ref_chunk = max(1, int(ref_chunk or max(k, BLOCK_ELEMENTS // chunk)))
+    idx_out = np.empty((len(q), k), dtype=np.int64)
+    sim_out = np.empty((len(q), k), dtype=np.float32)
+    for qs in range(0, len(q), chunk):
+        qc = F.normalize(q[qs : qs + chunk], dim=1)
+        rows = torch.arange(len(qc))
+        best_v = best_i = None
+        for rs in range(0, len(r), ref_chunk):
+            sim = qc @ F.normalize(r[rs : rs + ref_chunk], dim=1).T
+            if exclude_self:
+                own = rows + qs - rs  # column of query i's own row in this reference chunk
+                hit = (own >= 0) & (own < sim.shape[1])
+                sim[rows[hit], own[hit]] = -float("inf")
+            top = sim.topk(min(k, sim.shape[1]), dim=1)
+            v, i = top.values, top.indices + rs
+            if best_v is not None:  # merge with the running top-k of the chunks before
+                v, i = torch.cat([best_v, v], 1), torch.cat([best_i, i], 1)
+                top = v.topk(min(k, v.shape[1]), dim=1)
+                v, i = top.values, i.gather(1, top.indices)
+            best_v, best_i = v, i
+        idx_out[qs : qs + chunk] = best_i.numpy()
+        sim_out[qs : qs + chunk] = best_v.numpy()
+    return idx_out, sim_out
+
+
+def _knn_faiss(
+    q: torch.Tensor, r: torch.Tensor, k: int, chunk: int, exclude_self: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    import faiss
+
+    index = faiss.IndexFlatIP(r.shape[1])
+    step = max(1, BLOCK_ELEMENTS // max(1, r.shape[1]))
+    for rs in range(0, len(r), step):  # normalised chunk by chunk into the index's own storage
+        index.add(np.ascontiguousarray(F.normalize(r[rs : rs + step], dim=1).numpy(), dtype=np.float32))
+    kk = k + 1 if exclude_self else k
+    idx_out = np.empty((len(q), k), dtype=np.int64)
+    sim_out = np.empty((len(q), k), dtype=np.float32)
+    for qs in range(0, len(q), max(1, int(chunk))):
+        qc = np.ascontiguousarray(F.normalize(q[qs : qs + chunk], dim=1).numpy(), dtype=np.float32)
+        sims, ids = index.search(qc, kk)
+        if exclude_self:
+            own = np.arange(qs, qs + len(qc))[:, None]
+            keep = ids != own
+            # drop the query's own row; when it is not among the k+1 (exact duplicates), drop the last
+            keep[keep.all(axis=1), -1] = False
+            ids = ids[keep].reshape(len(qc), k)
+            sims = sims[keep].reshape(len(qc), k)
+        idx_out[qs : qs + len(qc)] = ids
+        sim_out[qs : qs + len(qc)] = sims
+    return idx_out, sim_out
 
 
 def roc_pr(scores: np.ndarray, is_anomaly: np.ndarray) -> dict:

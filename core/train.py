@@ -6,6 +6,7 @@ written atomically so the app, a crash or a restart never sees a torn file."""
 from __future__ import annotations
 
 import argparse
+import copy
 import math
 import os
 import signal
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from core import anomaly
+from core import distributed as dist_utils
 from core.fsutil import append_jsonl, read_json, write_json, write_npz, write_torch
 
 EventCallback = Callable[[dict], None]
@@ -55,6 +57,7 @@ class TrainConfig:
     projection: str = "auto"  # auto: PCA, plus UMAP when dim > 3; "pca", "umap" or "none"
     device: str = "auto"
     max_train_samples: int = 0  # 0: all; a small number makes smoke runs and tests fast
+    nproc: int = 1  # local processes (GPUs); > 1: core.jobs launches torchrun --nproc_per_node nproc
     run_dir: str = ""
     name: str = ""
 
@@ -82,7 +85,7 @@ class TrainConfig:
                 raise ValueError(f"alpha must be positive, got {self.alpha}")
         if not 2 <= int(self.dim) <= 512:
             raise ValueError(f"dim must be between 2 and 512, got {self.dim}")
-        for name in ("epochs", "batch_size"):
+        for name in ("epochs", "batch_size", "nproc"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.mining not in ("random", "semihard", "hard"):
@@ -117,8 +120,14 @@ def pick_device(name: str) -> torch.device:
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Small random rotation, scale and shift: digits and parts on a line move, they don't flip."""
-    n = x.shape[0]
-    u = torch.rand(n, 4, generator=gen, device="cpu").to(x.device)
+    return augment_with(x, torch.rand(x.shape[0], 4, generator=gen, device="cpu"))
+
+
+def augment_with(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """`augment_batch` with its random numbers given: u [N,4] in [0,1), one row per sample. Training
+    draws one row per position of the epoch's global order, so a sample's augmentation does not depend
+    on how many processes share the batch."""
+    u = u.to(x.device)
     angle = (u[:, 0] - 0.5) * (2 * math.radians(10))
     scale = 1.0 + (u[:, 1] - 0.5) * 0.2
     shift = (u[:, 2:] - 0.5) * (2 * 2.0 / x.shape[-1]) * 2
@@ -221,6 +230,16 @@ class RunWriter:
         append_jsonl(self.dir / "metrics.jsonl", row)
 
 
+class _NoWriter:
+    """What ranks other than 0 get: in a distributed run, rank 0 alone writes the run directory."""
+
+    def status(self, throttle: float = 0.0, **updates: Any) -> None:
+        pass
+
+    def metric(self, row: dict) -> None:
+        pass
+
+
 def _classifier_accuracy(
     model, emb: torch.Tensor, y_cls: torch.Tensor, centroids: torch.Tensor | None
 ) -> float:
@@ -283,24 +302,34 @@ def compute_projection(emb: np.ndarray, which: str, seed: int = 0) -> dict[str, 
     return out
 
 
-def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
-    """Train, evaluate, write every artefact into config.run_dir, and return the summary."""
+def train(
+    config: TrainConfig, on_event: EventCallback | None = None, dist: dist_utils.DistInfo | None = None
+) -> dict:
+    """Train, evaluate, write every artefact into config.run_dir, and return the summary.
+
+    With `dist` (a process group from `core.distributed.init`, under torchrun) this process is one rank
+    of a DistributedDataParallel run on the global batch `config.batch_size`: rank 0 alone writes the
+    run directory and evaluates; the other ranks train and return an empty dict."""
     from core.data import load_data
-    from core.losses import build_head, make_sampler
+    from core.losses import build_head
     from core.models import MetricModel, build_backbone, default_arch
 
+    dist = dist or dist_utils.DistInfo()
+    rank, world, main = dist.rank, dist.world_size, dist.is_main
     config.validate()
     if not config.run_dir:
         raise ValueError("run_dir is required")
+    if dist.enabled:
+        config.nproc = world  # config.json records how the run was trained
     run_dir = Path(config.run_dir)
-    writer = RunWriter(run_dir)
-    emit = on_event or (lambda e: None)
+    writer = RunWriter(run_dir) if main else _NoWriter()
+    emit = (on_event if main else None) or (lambda e: None)
     t_start = time.time()
     writer.status(state="running", phase="loading data", pid=os.getpid(), started=t_start, progress=0.0)
 
     torch.manual_seed(config.seed)
     np.random.seed(config.seed)
-    device = pick_device(config.device)
+    device = dist.device if dist.enabled else pick_device(config.device)
     bundle = load_data(
         config.data,
         data_root=config.data_root,
@@ -309,13 +338,12 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         seed=config.seed,
         image_size=config.image_size,
     )
-    for notice in bundle.notices:
-        print(notice, flush=True)
     num_classes = len(bundle.train_classes)
     alpha, alpha_notice = resolve_alpha(config, num_classes)
-    if alpha_notice:
-        print(alpha_notice, flush=True)
-    write_json(run_dir / "config.json", asdict(config))
+    if main:
+        for notice in bundle.notices + ([alpha_notice] if alpha_notice else []):
+            print(notice, flush=True)
+        write_json(run_dir / "config.json", asdict(config))
 
     if config.max_train_samples and len(bundle.train.y) > config.max_train_samples:
         keep = np.sort(
@@ -345,8 +373,20 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         scale=config.scale,
     )
     model = MetricModel(backbone, head).to(device)
+    use_sampler = config.loss in ("triplet", "npair")
+    if dist.enabled:
+        # train a copy whose BatchNorm uses global-batch statistics (as one process on the global batch
+        # would); `model` keeps plain BatchNorm for rank 0's evaluation, which runs without the others
+        train_model = dist_utils.convert_sync_batchnorm(copy.deepcopy(model), device)
+    else:
+        train_model = model
+    # pair-based losses mine within the batch: gather the global batch's embeddings on every rank
+    step_module = dist_utils.LossStep(train_model, dist, gather=use_sampler and dist.enabled)
+    if dist.enabled:
+        step_module = dist_utils.wrap_ddp(step_module, dist)
+    train_head = train_model.head
     decay, no_decay = [], []
-    for p in model.parameters():
+    for p in train_model.parameters():
         # alpha and biases must not be pulled towards zero by weight decay
         (no_decay if p.ndim <= 1 else decay).append(p)
     optimizer = torch.optim.AdamW(
@@ -354,14 +394,15 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         lr=config.lr,
     )
     n = len(x_train)
-    use_sampler = config.loss in ("triplet", "npair")
     batch_len = config.batch_size
     if use_sampler:
         # an m-per-class batch must hold whole groups of m, and enough classes to fill it
         m = max(config.m_per_class, math.ceil(config.batch_size / num_classes))
         batch_len = max(m, (config.batch_size // m) * m)
-        sampler = make_sampler(y_train.cpu().numpy(), m, batch_len, max(n, batch_len))
-        n_per_epoch = len(sampler)
+        sampler = dist_utils.DistributedMPerClassSampler(
+            y_train.cpu().numpy(), m, batch_len, max(n, batch_len), config.seed, rank, world
+        )
+        n_per_epoch = sampler.num_samples
     else:
         n_per_epoch = n
     steps_per_epoch = max(1, math.ceil(n_per_epoch / batch_len))
@@ -381,25 +422,31 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         "arch": arch,
     }
 
-    step, seen, t_train, busy = 0, 0, time.time(), 0.0
+    step, seen, t_train, busy, sps, last_loss = 0, 0, time.time(), 0.0, 0.0, float("nan")
     writer.status(phase="training", total_steps=total_steps)
     for epoch in range(1, config.epochs + 1):
-        model.train()
+        train_model.train()
+        # every rank builds the same global order and takes its share of each global batch
         if use_sampler:
-            order = torch.tensor(list(iter(sampler)), dtype=torch.long)
+            sampler.set_epoch(epoch)
+            order = torch.from_numpy(sampler.global_batches().reshape(-1))
         else:
             order = torch.randperm(n, generator=gen)
+        # one row of augmentation numbers per position of the global order: N processes see the very
+        # inputs one process sees
+        aug_u = torch.rand(len(order), 4, generator=gen) if config.augment else None
         for i in range(0, len(order), batch_len):
-            idx = order[i : i + batch_len].to(device)
-            if len(idx) < 2:  # BatchNorm cannot train on one sample
+            n_global = len(order[i : i + batch_len])
+            if n_global < max(2, world):  # BatchNorm cannot train on one sample
                 step += 1
                 continue
+            lo, hi = dist_utils.shard_bounds(n_global, rank, world)
+            idx = order[i + lo : i + hi].to(device)
             t_step = time.perf_counter()
             xb, yb = x_train[idx], y_train[idx]
-            if config.augment:
-                xb = augment_batch(xb, gen)
-            emb = model.embed(xb)
-            loss = model.head(emb, yb)
+            if aug_u is not None:
+                xb = augment_with(xb, aug_u[i + lo : i + hi])
+            loss, batch_loss, emb = step_module(xb, yb, len(idx) * world / n_global)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -409,31 +456,43 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
             busy += time.perf_counter() - t_step
             if step == fail_at_step:
                 raise RuntimeError(f"injected failure at step {step}")
-            elapsed = time.time() - t_train
             with torch.no_grad():
-                acc = (
-                    float((model.head.logits(emb).argmax(1) == yb).float().mean())
-                    if head.has_classifier
-                    else None
+                correct = (
+                    float((train_head.logits(emb).argmax(1) == yb).sum())
+                    if train_head.has_classifier
+                    else 0.0
                 )
+            # metrics of the global batch: sums over ranks (one small collective per step)
+            loss_sum, correct, n_step, sps = dist_utils.all_reduce(
+                [batch_loss.item() * len(idx), correct, len(idx), seen / max(busy, 1e-9)], dist
+            )
+            last_loss = loss_sum / n_step
+            if not main:
+                continue
+            elapsed = time.time() - t_train
             progress = step / total_steps
             event = {
                 "event": "step",
                 "epoch": epoch,
                 "step": step,
                 "total_steps": total_steps,
-                "loss": loss.item(),
-                "accuracy": acc,
-                "samples_per_s": seen / max(busy, 1e-9),
+                "loss": last_loss,
+                "accuracy": correct / n_step if train_head.has_classifier else None,
+                "samples_per_s": sps,
                 "progress": progress,
                 "eta_s": elapsed / progress * (1 - progress),
                 "time": time.time(),
             }
-            if hasattr(head, "alpha_value"):
-                event["alpha"] = float(head.alpha_value)
+            if hasattr(train_head, "alpha_value"):
+                event["alpha"] = float(train_head.alpha_value)
             writer.metric(event)
             emit(event)
             writer.status(throttle=1.0, progress=progress, eta_s=event["eta_s"], epoch=epoch, step=step)
+        if not main:
+            dist_utils.barrier(dist)  # rank 0 evaluates and writes the checkpoint meanwhile
+            continue
+        if train_model is not model:
+            model.load_state_dict(train_model.state_dict())
         val_emb = embed_all(model, bundle.val.x, device)
         y_val = torch.from_numpy(to_cls[bundle.val.y])
         cents = (
@@ -447,9 +506,9 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
             "event": "epoch",
             "epoch": epoch,
             "step": step,
-            "loss": loss.item(),
+            "loss": last_loss,
             "val_accuracy": val_acc,
-            "samples_per_s": seen / max(busy, 1e-9),
+            "samples_per_s": sps,
             "progress": step / total_steps,
             "time": time.time(),
         }
@@ -459,7 +518,10 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         write_torch(
             run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
         )
+        dist_utils.barrier(dist)
     train_seconds = time.time() - t_train
+    if not main:
+        return {}
     recalibrate_batchnorm(model, bundle.train.x, device)
     write_torch(
         run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in model.state_dict().items()}}
@@ -545,7 +607,7 @@ def train(config: TrainConfig, on_event: EventCallback | None = None) -> dict:
         "threshold": threshold,
         "threshold_percentile": config.threshold_percentile,
         "k": config.k,
-        "samples_per_second": seen / max(busy, 1e-9),
+        "samples_per_second": sps,
         "train_seconds": train_seconds,
         "mean_feature_norm": float(norm[split_code == 0].mean()),
         "class_names": bundle.class_names,
@@ -570,16 +632,43 @@ def _sigterm_to_cancel(signum, frame):  # noqa: ARG001
     raise Cancelled("cancelled by user")
 
 
-def run_job(config: TrainConfig, queue_root: str | None = None, on_event: EventCallback | None = None) -> int:
-    """Run one job end to end, recording every outcome in status.json. Returns the exit code."""
-    writer = RunWriter(Path(config.run_dir))
+def _wait_while_queued(run_dir: Path, poll: float = 0.3) -> None:
+    """Ranks other than 0 of a queued distributed job: wait (reading only) until rank 0 got the slot."""
+    while True:
+        try:
+            state = read_json(run_dir / "status.json").get("state")
+        except (FileNotFoundError, ValueError):
+            state = "queued"
+        if state in ("cancelled", "failed", "completed"):
+            raise SystemExit(3)
+        if state != "queued":
+            return
+        time.sleep(poll)
+
+
+def run_job(
+    config: TrainConfig,
+    queue_root: str | None = None,
+    on_event: EventCallback | None = None,
+    distributed: bool = False,
+) -> int:
+    """Run one job end to end, recording every outcome in status.json. Returns the exit code.
+
+    `distributed`: this process is one rank under torchrun; rank 0 alone takes the queue slot and
+    writes status.json, the other ranks wait for it and write nothing."""
+    rank = dist_utils.env_rank() if distributed else 0
+    writer = RunWriter(Path(config.run_dir)) if rank == 0 else _NoWriter()
     signal.signal(signal.SIGTERM, _sigterm_to_cancel)
     try:
         if queue_root:
             from core.jobs import wait_for_slot
 
-            wait_for_slot(Path(config.run_dir), Path(queue_root))
-        train(config, on_event)
+            if rank == 0:
+                wait_for_slot(Path(config.run_dir), Path(queue_root))
+            else:
+                _wait_while_queued(Path(config.run_dir))
+        info = dist_utils.init(config.device) if distributed else None
+        train(config, on_event, info)
     except Cancelled as e:
         writer.status(state="cancelled", reason=str(e), ended=time.time())
         return 3
@@ -593,8 +682,11 @@ def run_job(config: TrainConfig, queue_root: str | None = None, on_event: EventC
         if not isinstance(e, (DataError, ValueError)):
             traceback.print_exc()
         writer.status(state="failed", reason=reason, ended=time.time())
-        print(f"error: {reason}", file=sys.stderr, flush=True)
+        print(f"error{f' (rank {rank})' if rank else ''}: {reason}", file=sys.stderr, flush=True)
         return 2 if isinstance(e, (DataError, ValueError)) else 1
+    finally:
+        if distributed:
+            dist_utils.teardown()
     writer.status(state="completed", phase="done", progress=1.0, eta_s=0.0, ended=time.time())
     return 0
 
@@ -652,6 +744,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config", default=None, help="read the whole config from a config.json (used by core.jobs)"
     )
     p.add_argument("--queue-root", default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="one rank of a DistributedDataParallel run: start with `torchrun --nproc_per_node N -m "
+        "core.train --distributed ...` (--batch-size is the global batch; rank 0 writes the run)",
+    )
     p.add_argument("--quiet", action="store_true")
     return p
 
@@ -727,10 +825,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = config_from_args(args)
         _check_inputs(cfg)
+        if args.distributed and dist_utils.torchrun_env() is None:
+            raise ValueError(
+                "--distributed needs torchrun: torchrun --nproc_per_node N -m core.train --distributed ..."
+            )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    return run_job(cfg, queue_root=args.queue_root, on_event=None if args.quiet else _print_event)
+    quiet = args.quiet or (args.distributed and dist_utils.env_rank() != 0)
+    return run_job(
+        cfg,
+        queue_root=args.queue_root,
+        on_event=None if quiet else _print_event,
+        distributed=args.distributed,
+    )
 
 
 if __name__ == "__main__":
