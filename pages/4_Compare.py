@@ -214,7 +214,7 @@ def _progress_table(state: dict) -> None:
 
 live_at_start = data.live
 state_word = data.state.get("state", "?")
-head, btn = st.columns([6, 1], vertical_alignment="center")
+head, btn = st.columns([4, 1], vertical_alignment="center")
 with head:
     common.state_badge(state_word)
     ctx = data.context
@@ -258,8 +258,8 @@ def progress_panel() -> None:
         return
     with st.expander("Runs of this sweep", expanded=live_at_start, icon=":material/list:"):
         _progress_table(state)
-    if live_at_start and state.get("state") != "running":
-        st.rerun()
+    if live_at_start and (state.get("state") != "running" or state.get("done") != data.state.get("done")):
+        st.rerun()  # a run finished: redraw the plots (and stop polling once nothing is live)
 
 
 progress_panel()

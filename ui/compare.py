@@ -190,17 +190,15 @@ def reference_lines(agg: list[dict]) -> list[dict]:
 def external_softmax(checkpoints: Path, ctx: dict, exclude: set[str]) -> dict | None:
     """Mean/std of completed softmax runs in the checkpoints root on the same data and holdout (any dim;
     the same dim preferred), as an aggregate row with `source`. None when there is none."""
-    from core.runs import list_completed
-
     if ctx.get("holdout") is None or not ctx.get("data"):
         return None
-    try:
-        dirs, _ = list_completed(checkpoints)
+    try:  # summaries only (cheap): no embeddings are loaded for this
+        dirs = [d for d in Path(checkpoints).iterdir() if d.is_dir() and not d.name.startswith(".")]
     except OSError:
         return None
     found = []
     for d in dirs:
-        if d.name in exclude:
+        if d.name in exclude or not (d / "summary.json").is_file():
             continue
         s = _summary(d.parent, d.name)
         if (
@@ -380,7 +378,7 @@ def progress_rows(state: dict) -> list[dict]:
                 "state": st,
                 "progress": p,
                 "detail": str(detail or ""),
-                "ETA": None if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}",
+                "ETA": "" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}",
                 "run_id": r.get("run_id"),
             }
         )
@@ -541,6 +539,8 @@ def embedding_figure(run, title: str, max_points: int = 1500, height: int = 330)
             "pca": "PCA of the directions",
             "umap": "UMAP of the directions (seed shared by all runs)",
         }.get(coords.kind, coords.kind)
+    if coords.kind == "pca" and "umap" in coords.note.lower():
+        return fig, note + " (no UMAP stored for this run)"
     return fig, (note + (f" · {coords.note}" if coords.note else ""))
 
 
