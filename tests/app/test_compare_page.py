@@ -119,7 +119,7 @@ def make_run(root: Path, run_id: str, loss: str, alpha: float | None, seed: int,
 
 
 def make_fake_sweep(
-    out: Path, runs_root: Path, seeds: tuple[int, ...] = (0, 1), softmax: bool = True
+    out: Path, runs_root: Path, seeds: tuple[int, ...] = (0, 1), softmax: bool = True, dim: int = 2
 ) -> Path:
     """A finished sweep as core.sweep writes it: sweep.json (relative root), results.csv, summary.csv."""
     out.mkdir(parents=True, exist_ok=True)
@@ -130,7 +130,7 @@ def make_fake_sweep(
         for seed in seeds:
             value = (low if a == "auto" else float(a)) if loss == "l2softmax" else None
             rid = f"20260101-000000-sweep-{loss}{'-a' + a if a else ''}-s{seed}-split0-{len(runs):04x}"
-            make_run(runs_root, rid, loss, value, seed)
+            make_run(runs_root, rid, loss, value, seed, dim=dim)
             runs.append(
                 {
                     "loss": loss,
@@ -226,6 +226,17 @@ def test_demo_sweep_from_another_machine(checkpoints_root: Path, app_test) -> No
     assert any(n.startswith("softmax (no α): 1 other softmax run") for n in names), names
     assert any(n.startswith("α_low") for n in names)
     assert len([s for s in charts(at) if "meta" not in s["layout"]]) == 3  # no softmax in the sweep itself
+
+
+def test_3d_sweep_on_the_sphere(checkpoints_root: Path, app_test) -> None:
+    make_fake_sweep(checkpoints_root / ".sweeps" / "dim3", checkpoints_root, seeds=(0,), dim=3)
+    at = open_page(app_test)
+    emb = [s for s in charts(at) if "meta" not in s["layout"]]
+    assert len(emb) == 4
+    types = [{t["type"] for t in s["data"]} for s in emb]
+    assert all("scatter3d" in t for t in types)
+    assert sum("surface" in t for t in types) == 3  # the three L2-softmax runs on their spheres
+    assert any("sphere of radius 64" in c.value for c in at.caption)
 
 
 def test_results_csv_only(checkpoints_root: Path, app_test, tmp_path: Path) -> None:
