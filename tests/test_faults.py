@@ -274,6 +274,8 @@ def test_two_sessions_at_once_get_two_runs_and_the_queue_limit_holds(root: Path)
     assert ok["state"] == "completed", jobs.log_tail(ids[1], root)
     # (e) the job that raised mid-epoch: failed, with the reason, and its log readable
     assert bad["state"] == "failed" and bad["reason"] == "injected failure at step 2"
+    # status.json turns failed just before the job prints its last line: wait for it to exit
+    wait_for(lambda: not jobs.pid_alive(bad["pid"], bad.get("pid_start")), what="the failed job to exit")
     tail = jobs.log_tail(ids[2], root, n_lines=50)
     assert "RuntimeError: injected failure at step 2" in tail
     assert "error: injected failure at step 2" in tail.splitlines(), tail
