@@ -68,6 +68,35 @@ except OSError as e:
     st.error(f"cannot read the checkpoints folder {root}: {common.one_line(e)}")
     sweeps = []
 
+
+def small_multiples(run_dirs: list[Path], titles: list[str]) -> None:
+    """The embeddings of the given runs side by side (at most 4 per row) and one colour key."""
+    if not run_dirs:
+        return
+    per_row = min(len(run_dirs), 4)
+    for i in range(0, len(run_dirs), per_row):
+        cols = st.columns(per_row)
+        for col, run_dir, title in zip(cols, run_dirs[i : i + per_row], titles[i : i + per_row]):
+            with col:
+                run, err = h.try_load(run_dir)
+                if run is None:
+                    st.error(err)
+                    continue
+                fig, note = C.embedding_figure(run, title)
+                if fig is None:
+                    st.info(note)
+                    continue
+                st.plotly_chart(fig, key=f"cmp_emb_fig_{run_dir.name}", config={"displayModeBar": False})
+                st.caption(note)
+    first, _ = h.try_load(run_dirs[0])
+    if first is not None:
+        st.html(
+            " ".join(
+                f'<span style="color:{c};font-size:13px">●&nbsp;{n}</span>' for n, c in C.class_legend(first)
+            )
+        )
+
+
 # ----------------------------------------------------------------------------------------- launching
 
 with st.expander("Launch a new sweep", expanded=not sweeps, icon=":material/rocket_launch:"):
@@ -176,6 +205,26 @@ if not sweeps:
         "one seed) takes a few minutes on a laptop. The command line works too: "
         "`python -m core.sweep --help`."
     )
+    st.subheader("Meanwhile: completed runs side by side")
+    st.caption(
+        "Pick up to four runs, e.g. softmax and L2-softmax at 2-D: softmax spreads outwards from the "
+        "centre, L2-softmax sits on a circle of radius α and groups by angle."
+    )
+    run_dirs, run_errors = h.list_runs(root)
+    for err in run_errors:
+        st.error(f"Run skipped: {common.one_line(err)}")
+    if not run_dirs:
+        st.info("No completed run either: press Quick demo on the Home page, or train one on the Train page.")
+        st.stop()
+    by_name = {d.name: d for d in run_dirs}
+    chosen_names = st.multiselect(
+        "Runs",
+        list(by_name),
+        default=C.default_fallback_runs(run_dirs),
+        key="cmp_runs_fallback",
+        max_selections=4,
+    )
+    small_multiples([by_name[n] for n in chosen_names], chosen_names)
     st.stop()
 
 options = [str(p) for p in sweeps]
@@ -352,26 +401,4 @@ st.caption(
     "(it groups by angle). 3-D: the sphere. Larger dims: the PCA or UMAP of directions stored by "
     "the training job (UMAP is never computed here). 1,500 points per run, the same sample seed in all."
 )
-if picked:
-    per_row = min(len(picked), 4)
-    for i in range(0, len(picked), per_row):
-        cols = st.columns(per_row)
-        for col, rid in zip(cols, picked[i : i + per_row]):
-            with col:
-                run, err = h.try_load(data.root / rid)
-                if run is None:
-                    st.error(err)
-                    continue
-                fig, note = C.embedding_figure(run, C.run_caption(by_id[rid]))
-                if fig is None:
-                    st.info(note)
-                    continue
-                st.plotly_chart(fig, key=f"cmp_emb_fig_{rid}", config={"displayModeBar": False})
-                st.caption(note)
-    first, _ = h.try_load(data.root / picked[0])
-    if first is not None:
-        st.html(
-            " ".join(
-                f'<span style="color:{c};font-size:13px">●&nbsp;{n}</span>' for n, c in C.class_legend(first)
-            )
-        )
+small_multiples([data.root / rid for rid in picked], [C.run_caption(by_id[rid]) for rid in picked])

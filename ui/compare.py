@@ -501,6 +501,22 @@ def default_embedding_runs(rows: list[dict], k: int = 4) -> list[str]:
     return picked[:k]
 
 
+def default_fallback_runs(run_dirs: list[Path], k: int = 3) -> list[str]:
+    """With no sweep: the runs to show side by side by default. Shipped demo runs (demo-*) of dim 2/3
+    (2-D first), else the newest 2/3-D runs, else the newest runs."""
+
+    def info(d: Path) -> tuple[int, str]:
+        s = _summary(d.parent, d.name)
+        return int(s.get("dim") or 99), str(s.get("loss") or "")
+
+    low = [d for d in run_dirs if info(d)[0] <= 3]
+    demo = sorted(
+        (d for d in low if d.name.startswith("demo-")), key=lambda d: (info(d)[0], info(d)[1], d.name)
+    )
+    picked = demo or low or list(run_dirs)
+    return [d.name for d in picked[:k]]
+
+
 def run_caption(row: dict) -> str:
     a = _num(row.get("alpha_final"))
     alpha = f"α = {row.get('alpha')}" + (f" → {a:.2f}" if a and row.get("alpha") == "auto" else "")

@@ -228,6 +228,19 @@ def test_demo_sweep_from_another_machine(checkpoints_root: Path, app_test) -> No
     assert len([s for s in charts(at) if "meta" not in s["layout"]]) == 3  # no softmax in the sweep itself
 
 
+def test_no_sweep_shows_demo_runs_side_by_side(checkpoints_root: Path, app_test) -> None:
+    """A fresh clone without the demo sweep: the shipped 2-D demo runs are drawn side by side."""
+    make_run(checkpoints_root, "demo-softmax-2d", "softmax", None, 0)
+    make_run(checkpoints_root, "demo-l2softmax-2d", "l2softmax", 16.0, 0)
+    make_run(checkpoints_root, "some-16d-run", "l2softmax", 16.0, 0, dim=16)
+    at = open_page(app_test)
+    assert set(at.multiselect(key="cmp_runs_fallback").value) == {"demo-softmax-2d", "demo-l2softmax-2d"}
+    emb = charts(at)
+    assert len(emb) == 2
+    names = [t.get("name") for s in emb for t in s["data"]]
+    assert "circle r=16" in names
+
+
 def test_3d_sweep_on_the_sphere(checkpoints_root: Path, app_test) -> None:
     make_fake_sweep(checkpoints_root / ".sweeps" / "dim3", checkpoints_root, seeds=(0,), dim=3)
     at = open_page(app_test)
@@ -253,6 +266,7 @@ def test_results_csv_only(checkpoints_root: Path, app_test, tmp_path: Path) -> N
 def test_no_sweep_yet(checkpoints_root: Path, app_test) -> None:
     at = open_page(app_test)
     assert any("No sweep yet" in i.value for i in at.info)
+    assert any("No completed run either" in i.value for i in at.info)
     assert at.text_input(key="cmp_alphas").value == "1,2,4,8,16,32,64"
     # bad alphas: one clear error, nothing launched
     at.text_input(key="cmp_alphas").set_value("1,two")
