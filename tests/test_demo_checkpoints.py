@@ -1,0 +1,60 @@
+"""The demo runs shipped in checkpoints/ load on a fresh clone, and their summaries agree with the
+embeddings stored beside them (so the pages show numbers that the data behind them supports)."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from core import anomaly
+from core.data import load_data
+from core.runs import load_run
+from core.train import load_model
+
+ROOT = Path(__file__).resolve().parent.parent / "checkpoints"
+DEMOS = sorted(p for p in ROOT.glob("demo-*") if (p / "summary.json").exists())
+
+
+def test_the_promised_demos_ship():
+    names = {p.name for p in DEMOS}
+    assert {"demo-softmax-2d", "demo-l2softmax-2d", "demo-l2softmax-3d"} <= names
+    for p in DEMOS:
+        size = sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+        assert size < 2 * 2**20, f"{p.name} is {size} bytes"
+
+
+@pytest.mark.parametrize("run_dir", DEMOS, ids=lambda p: p.name)
+def test_summary_matches_stored_embeddings(run_dir):
+    run = load_run(run_dir)
+    s = run.summary
+    assert run.status["state"] == "completed"
+    assert s["n_train"] == int((run.split == 0).sum()) and s["n_test"] == int((run.split == 2).sum())
+    assert run.emb.shape[1] == s["dim"]
+    np.testing.assert_allclose(run.norm, np.linalg.norm(run.emb, axis=1), rtol=1e-5)
+    assert s["mean_feature_norm"] == pytest.approx(float(run.norm[run.split == 0].mean()), rel=1e-5)
+    test = run.split == 2
+    curves = anomaly.roc_pr(run.score[test], run.anomaly[test])
+    assert s["anomaly_auroc"] == pytest.approx(curves["auroc"], abs=1e-6)
+    ref = run.normal_train_mask
+    recomputed = anomaly.knn_cosine_scores(run.emb[test], run.emb[ref], k=s["k"])[0]
+    np.testing.assert_allclose(recomputed, run.score[test], atol=1e-5)
+    # test accuracy from the stored class weights (classifier heads): argmax of W f
+    if run.class_weights.size and s["loss"] in ("softmax", "l2softmax"):
+        model, _ = load_model(run_dir / "model.pt")
+        with torch.no_grad():
+            logits = model.head.logits(torch.from_numpy(run.emb[test & ~run.anomaly]))
+        to_cls = {c: i for i, c in enumerate(s["train_classes"])}
+        truth = np.array([to_cls[c] for c in run.label[test & ~run.anomaly]])
+        assert s["test_accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == truth).mean()), abs=1e-6)
+
+
+@pytest.mark.parametrize("run_dir", DEMOS, ids=lambda p: p.name)
+def test_model_reproduces_stored_embeddings(run_dir):
+    run = load_run(run_dir)
+    model, meta = load_model(run_dir / "model.pt")
+    cfg = meta["config"]
+    bundle = load_data(cfg["data"], holdout_classes=cfg["holdout_classes"] or None, seed=cfg["seed"])
+    with torch.no_grad():
+        emb = model.embed(bundle.test.x[:32]).numpy()
+    np.testing.assert_allclose(emb, run.emb[np.flatnonzero(run.split == 2)[:32]], atol=1e-4)
