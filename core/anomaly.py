@@ -75,7 +75,7 @@ def _knn_torch(
     q: torch.Tensor, r: torch.Tensor, k: int, chunk: int, exclude_self: bool, ref_chunk: int | None
 ) -> tuple[np.ndarray, np.ndarray]:
     chunk = max(1, int(chunk))
-    ref_chunk = max(1, int(ref_chunk or max(k, BLOCK_ELEMENTS // chunk)))
+    ref_chunk = max(1, int(ref_chunk or max(k, BLOCK_ELEMENTS // max(1, min(chunk, len(q))))))
     idx_out = np.empty((len(q), k), dtype=np.int64)
     sim_out = np.empty((len(q), k), dtype=np.float32)
     for qs in range(0, len(q), chunk):

@@ -83,11 +83,13 @@ def _check_pair(a: Path, b: Path) -> None:
     np.testing.assert_allclose(loss_a, loss_b, rtol=RTOL)
     if steps_b[0]["accuracy"] is not None:  # metrics are global (all-reduced), not rank 0's half
         assert [m["accuracy"] for m in steps_a] == [m["accuracy"] for m in steps_b]
-    # the trained weights agree too (rank 0's copy, after DDP's gradient averaging)
-    wa = torch.load(a / "model.pt", weights_only=True)["state_dict"]
-    wb = torch.load(b / "model.pt", weights_only=True)["state_dict"]
-    for k in wb:
-        torch.testing.assert_close(wa[k].float(), wb[k].float(), rtol=1e-3, atol=1e-4, msg=k)
+    # the trained models agree too: rank 0's final embeddings and anomaly scores. (Not every weight: a
+    # conv bias right before BatchNorm has a gradient of exactly 0 in theory, so Adam turns float noise
+    # into full-size steps there; BatchNorm's mean absorbs it and the embeddings do not move.)
+    ea, eb = np.load(a / "embeddings.npz"), np.load(b / "embeddings.npz")
+    scale = np.abs(eb["emb"]).max()
+    np.testing.assert_allclose(ea["emb"], eb["emb"], rtol=0, atol=1e-4 * scale)
+    np.testing.assert_allclose(ea["score"], eb["score"], rtol=0, atol=1e-4)
 
 
 @pytest.mark.slow
