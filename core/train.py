@@ -299,6 +299,18 @@ def compute_projection(emb: np.ndarray, which: str, seed: int = 0) -> dict[str, 
 
         reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_neighbors=15)
         out["umap"] = reducer.fit_transform(unit).astype(np.float32)
+        # The same neighbourhood graph laid out on a sphere (UMAP's haversine output metric), stored as
+        # 3-D unit vectors so the Explore page draws it like a 3-D embedding.
+        sphere = umap.UMAP(
+            n_components=2, metric="cosine", output_metric="haversine", random_state=seed, n_neighbors=15
+        ).fit_transform(unit)
+        lat, lon = sphere[:, 0], sphere[:, 1]
+        out["umap_sphere"] = np.stack(
+            [np.sin(lat) * np.cos(lon), np.sin(lat) * np.sin(lon), np.cos(lat)], axis=1
+        ).astype(np.float32)
+    # No fitted reducer is saved: it would have to be unpickled later, and run directories may come
+    # from elsewhere (model.pt is loaded weights_only for the same reason). New points are placed by
+    # their nearest neighbours' coordinates instead, which is how UMAP's transform initialises them.
     return out
 
 

@@ -38,9 +38,9 @@ with st.sidebar:
     )
     projection = st.radio(
         "Projection for dim > 3",
-        ["umap", "pca"],
+        ["umap", "umap_sphere", "pca"],
         key="explore_projection",
-        format_func=str.upper,
+        format_func=lambda p: {"umap_sphere": "UMAP on a sphere"}.get(p, p.upper()),
         help="Computed by the training job; never in the page.",
     )
     raw = st.toggle(
@@ -109,9 +109,11 @@ def show_run(name: str, slot: str) -> None:
         st.caption("Raw feature plane: the distance from the origin is the feature norm ‖f‖.")
     elif coords.kind in ("umap", "pca"):
         st.caption(f"{coords.kind.upper()} of the unit-normalised {dim}-D embeddings.")
+    elif coords.kind == "umap_sphere":
+        st.caption(f"UMAP of the unit-normalised {dim}-D embeddings, laid out on a sphere (haversine).")
 
     fig = h.scatter_figure(run, coords, rows, colour_by)
-    if dim == 3:
+    if coords.xy.shape[1] == 3:
         st.plotly_chart(fig, key=f"explore_fig_{slot}", width="stretch")
         st.caption("Drag to rotate. Box/lasso selection works on 2-D views.")
         selection: list[int] = []

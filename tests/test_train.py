@@ -172,3 +172,18 @@ def test_trainable_alpha_moves(tmp_path):
     )
     summary = train(cfg)
     assert summary["alpha"] != pytest.approx(2.0)
+
+
+def test_projection_includes_umap_and_umap_on_a_sphere():
+    from core.train import compute_projection
+
+    rng = np.random.default_rng(0)
+    emb = np.concatenate([rng.normal(size=(60, 8)) + 6 * np.eye(8)[i] for i in range(4)])
+    out = compute_projection(emb, "auto")
+    assert out["pca"].shape == (240, 2) and out["umap"].shape == (240, 2)
+    np.testing.assert_allclose(np.linalg.norm(out["umap_sphere"], axis=1), 1.0, rtol=1e-5)
+    # clusters stay together on the sphere: each point's nearest neighbour is from its own cluster
+    s = out["umap_sphere"]
+    nearest = np.argsort(-(s @ s.T), axis=1)[:, 1]
+    labels = np.repeat(np.arange(4), 60)
+    assert (labels[nearest] == labels).mean() > 0.95

@@ -173,6 +173,8 @@ def run_coords(run: Run, projection: str = "umap", raw: bool | None = None) -> C
         xy, radius = views.display_coords(run.emb, str(run.summary.get("loss")), run.alpha, raw)
         return Coords(xy, radius, "raw" if radius is None else "sphere")
     proj = run.projection
+    if projection == "umap_sphere" and projection in proj:
+        return Coords(proj[projection], 1.0, projection, "UMAP laid out on the unit sphere (haversine).")
     if projection in proj:
         return Coords(proj[projection], None, projection)
     for other in ("umap", "pca"):

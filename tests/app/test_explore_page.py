@@ -137,3 +137,23 @@ def test_safe_upload_name(name, tmp_path):
     assert "/" not in safe and "\\" not in safe and not safe.startswith(".") and 0 < len(safe) <= 100
     path, sha = h.save_upload(b"data", name, tmp_path)
     assert path.parent.parent == tmp_path.resolve() and path.parent.name == sha
+
+
+def test_umap_on_a_sphere_option(checkpoints_root, app_test):
+    run_dir = checkpoints_root / "synthetic-d16"
+    write_synthetic_run(run_dir, n=1200, dim=16, projection=False)
+    rng = np.random.default_rng(0)
+    sphere = rng.normal(size=(len(np.load(run_dir / "embeddings.npz")["label"]), 3)).astype(np.float32)
+    sphere /= np.linalg.norm(sphere, axis=1, keepdims=True)
+    pca = rng.normal(size=(len(sphere), 2)).astype(np.float32)
+    np.savez(run_dir / "projection.npz", pca=pca, umap_sphere=sphere)
+    at = app_test(PAGE)
+    at.run()
+    at.radio(key="explore_projection").set_value("umap_sphere").run()
+    assert not at.exception, at.exception
+    spec = charts(at)[0]
+    assert {"surface", "scatter3d"} <= {t["type"] for t in spec["data"]}
+    pts = [t for t in spec["data"] if t["type"] == "scatter3d" and t.get("name") != "class weights"]
+    xyz = np.stack([h._expand(pts[0][c]) for c in "xyz"], axis=1)
+    np.testing.assert_allclose(np.linalg.norm(xyz, axis=1), 1.0, rtol=1e-4)
+    assert any("laid out on a sphere" in c.value for c in at.caption)
