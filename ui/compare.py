@@ -290,6 +290,7 @@ def metric_figure(
                     x=[lo_x, hi_x, hi_x, lo_x],
                     y=[mean - std, mean - std, mean + std, mean + std],
                     fill="toself",
+                    mode="lines",
                     fillcolor=_rgba(colour, 0.12),
                     line={"width": 0},
                     hoverinfo="skip",
@@ -323,9 +324,7 @@ def metric_figure(
                 hovertemplate=f"α_low = {a_low:.2f}: below it, p = 0.9 is out of reach<extra></extra>",
             )
         )
-    ticks = sorted({round(x, 2) for x in xs})
-    if a_low and all(abs(math.log(a_low / t)) > 0.35 for t in ticks):  # no overlapping tick labels
-        ticks = sorted([*ticks, round(a_low, 2)])
+    ticks = _thin_ticks([*xs, *([a_low] if a_low else [])])
     fig.update_layout(
         title={"text": label, "x": 0.02, "font": {"size": 15}},
         height=height,
@@ -335,6 +334,7 @@ def metric_figure(
             "title": {"text": "α (log scale)"},
             "range": [math.log10(lo_x), math.log10(hi_x)],
             "tickvals": ticks or None,
+            "tickangle": 0,
             "ticktext": [f"{t:g}" for t in ticks] or None,
         },
         yaxis={"range": [y0, y1], "title": {"text": label}},
@@ -343,6 +343,19 @@ def metric_figure(
         meta={"metric": metric, "alpha_low": a_low},
     )
     return fig
+
+
+def _thin_ticks(values: list[float], min_gap: float = 0.35) -> list[float]:
+    """Tick positions for a log axis without overlapping labels: of two values closer than `min_gap`
+    (natural log), the rounder one is kept (4 rather than 3.58 = 'auto')."""
+    kept: list[float] = []
+    for v in sorted({round(float(x), 2) for x in values if x and x > 0}):
+        if kept and math.log(v / kept[-1]) < min_gap:
+            if float(v).is_integer() and not float(kept[-1]).is_integer():
+                kept[-1] = v
+            continue
+        kept.append(v)
+    return kept
 
 
 def _rgba(hex_colour: str, alpha: float) -> str:
