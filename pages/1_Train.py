@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import streamlit as st
+import torch
 
 from core import jobs
 from core import losses as L
@@ -197,6 +198,10 @@ lr = c4.select_slider("Learning rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), value=1e-
                       format_func=lambda v: f"{v:g}")
 seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
 name = st.text_input("Run name (optional)", key="run_name", placeholder="e.g. l2-alpha16")
+nproc = 1
+if torch.cuda.device_count() > 1:  # one DistributedDataParallel rank per GPU; pointless on one device
+    nproc = st.number_input("Processes (one per GPU, DistributedDataParallel)", 1, torch.cuda.device_count(),
+                            1, key="nproc", help="Batch size stays the global batch, split across processes.")
 
 if st.button("Start training", type="primary", key="start", disabled=data_value is None):
     cfg = TrainConfig(
@@ -204,7 +209,7 @@ if st.button("Start training", type="primary", key="start", disabled=data_value 
         dim=int(dim), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
         margin=None if margin is None or math.isnan(margin) else float(margin), mining=mining,
         scale=None if scale is None else float(scale), holdout_classes=list(holdout), seed=int(seed),
-        name=name.strip(),
+        name=name.strip(), nproc=int(nproc),
     )
     try:
         run_id = jobs.submit(cfg, root)

@@ -221,3 +221,14 @@ def test_ingest_upload_stays_inside_uploads(tmp_path):
         common.ingest_upload([("a.zip", _zip({"c/a.png": _png()})), ("b.png", _png())], None, root)
     with pytest.raises(IngestError, match="not an image"):
         common.ingest_upload([("notes.txt", b"hi")], "c", root)
+
+
+def test_processes_setting_only_with_several_gpus(checkpoints_root, app_test, monkeypatch):
+    import torch
+
+    at = _page(app_test)
+    assert not [w for w in at.number_input if w.key == "nproc"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    at = _page(app_test)
+    (nproc,) = [w for w in at.number_input if w.key == "nproc"]
+    assert nproc.max == 4 and nproc.value == 1
