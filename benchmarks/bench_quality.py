@@ -63,7 +63,7 @@ def write_section(title: str, body: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="mnist-5k")
-    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--dim", type=int, default=64)
     ap.add_argument("--splits", type=int, default=5)
     ap.add_argument("--seeds", default="0")

@@ -119,7 +119,10 @@ def expand_grid(
                     },
                 )
             )
-    return cells
+    # Queue order: split, then seed, then the loss/alpha cells, so a sweep stopped early (or read while
+    # running) already has every configuration on the same first splits and seeds.
+    order = {id(c): i for i, c in enumerate(cells)}
+    return sorted(cells, key=lambda c: (c[1]["split"], c[1]["seed"], order[id(c)]))
 
 
 # ------------------------------------------------------------------------------------- manifest
