@@ -54,7 +54,11 @@ def write_section(title: str, body: str) -> None:
     text = RESULTS.read_text() if RESULTS.exists() else "# Measured results\n"
     section = f"## {title}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(lambda _: section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+    text = (
+        pattern.sub(lambda _: section + "\n", text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + section
+    )
     tmp = RESULTS.with_suffix(".tmp")
     tmp.write_text(text)
     os.replace(tmp, RESULTS)
@@ -71,36 +75,66 @@ def main() -> int:
     ap.add_argument("--collect-only", action="store_true", help="rewrite RESULTS.md from an earlier --out")
     args = ap.parse_args()
     out = Path(args.out)
-    cmd = [sys.executable, "-m", "core.sweep", "--data", args.data, "--loss", "softmax,l2softmax,triplet,arcface",
-           "--alphas", "auto,4,16,64", "--alpha-trainable", "--mining", "semihard", "--dim", str(args.dim),
-           "--epochs", str(args.epochs), "--openset-splits", str(args.splits), "--seeds", args.seeds,
-           "--projection", "none", "--out", str(out), "--root", str(out / "runs")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "core.sweep",
+        "--data",
+        args.data,
+        "--loss",
+        "softmax,l2softmax,triplet,arcface",
+        "--alphas",
+        "auto,4,16,64",
+        "--alpha-trainable",
+        "--mining",
+        "semihard",
+        "--dim",
+        str(args.dim),
+        "--epochs",
+        str(args.epochs),
+        "--openset-splits",
+        str(args.splits),
+        "--seeds",
+        args.seeds,
+        "--projection",
+        "none",
+        "--out",
+        str(out),
+        "--root",
+        str(out / "runs"),
+    ]
     t0 = time.time()
     if not args.collect_only:
         subprocess.run(cmd, cwd=ROOT, check=False)
     wall = time.time() - t0
     with open(out / "summary.csv") as f:
         rows = list(csv.DictReader(f))
-    lines = ["| loss | α (initial, trainable) | runs | closed-set acc | P@1 | MAP@R | open-set AUROC | AUPR |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| loss | α (initial, trainable) | runs | closed-set acc | P@1 | MAP@R | open-set AUROC | AUPR |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         alpha = r["alpha"] or "–"
-        lines.append(f"| {r['loss']} | {alpha} | {r['n']} | {fmt(r, 'test_accuracy')} | {fmt(r, 'precision_at_1')} | "
-                     f"{fmt(r, 'map_at_r')} | {fmt(r, 'anomaly_auroc')} | {fmt(r, 'anomaly_aupr')} |")
+        lines.append(
+            f"| {r['loss']} | {alpha} | {r['n']} | {fmt(r, 'test_accuracy')} | {fmt(r, 'precision_at_1')} | "
+            f"{fmt(r, 'map_at_r')} | {fmt(r, 'anomaly_auroc')} | {fmt(r, 'anomaly_aupr')} |"
+        )
     shown = " ".join(c if not c.startswith("/") else os.path.relpath(c, ROOT) for c in cmd[1:])
-    body = f"""Open-set protocol on `{args.data}`: train on 6 known digits, score the 4 unknown by the mean cosine
-distance to the 5 nearest normal training embeddings; {args.splits} fixed splits x seeds {args.seeds}, mean ± std.
-{args.epochs} epochs, dim {args.dim}, AdamW + one-cycle LR, light affine augmentation, precise-BN recalibration.
+    body = f"""Open-set protocol on `{args.data}`: train on 6 known digits, score the 4 unknown by the
+mean cosine distance to the 5 nearest normal training embeddings; {args.splits} fixed splits x seeds
+{args.seeds}, mean ± std. {args.epochs} epochs, dim {args.dim}, AdamW + one-cycle LR, light affine
+augmentation, precise-BN recalibration.
 
 - Machine: {machine()}
-- Date: {time.strftime('%Y-%m-%d')}; wall time {wall / 60:.1f} min for the whole grid
-- Command: `python benchmarks/bench_quality.py --data {args.data} --epochs {args.epochs} --splits {args.splits}`
+- Date: {time.strftime("%Y-%m-%d")}; wall time {wall / 60:.1f} min for the whole grid
+- Command: `python benchmarks/bench_quality.py --data {args.data} --epochs {args.epochs} \
+  --splits {args.splits}`
   (it runs `python {shown}`)
 
 {chr(10).join(lines)}
 
 Reference floor (plain PyTorch loop, `../shared/reference/openset_reference.py`, same 5 splits):
-{'; '.join(f'{k}: {v}' for k, v in REFERENCE.items())}.
+{"; ".join(f"{k}: {v}" for k, v in REFERENCE.items())}.
 Published on full MNIST (6 known / 4 unknown): {PUBLISHED}.
 """
     write_section(f"Open-set quality on {args.data} (issue 4)", body)
