@@ -440,36 +440,30 @@ def load_image(path: PathLike, size: int, channels: int) -> np.ndarray:
         raise ValueError(f"channels must be 1 or 3, got {channels}")
     if size < 1:
         raise ValueError(f"size must be positive, got {size}")
+    return _resize_float(_match_channels(_decode_float(path, size), channels), size)
+
+
+def _decode_float(path: PathLike, draft_side: int) -> np.ndarray:
+    """Checked open + decode to float [H, W, 1|3]; every decoder failure becomes an IngestError."""
     with _open_checked(path) as im:
         try:
             # JPEG can decode at 1/2..1/8 scale directly, which makes big photos cheap to load.
-            im.draft(im.mode, (size, size))
+            im.draft(im.mode, (draft_side, draft_side))
         except (OSError, ValueError, AttributeError):
             pass
         try:
             im.load()
             im = ImageOps.exif_transpose(im) or im
-            arr = _to_float_rgb_or_gray(im)
+            return _to_float_rgb_or_gray(im)
         except IngestError:
             raise
         except _DECODE_ERRORS as e:
             raise IngestError(f"corrupt image data ({type(e).__name__}: {e})") from None
-    return _resize_float(_match_channels(arr, channels), size)
 
 
 def load_thumbnail_image(path: PathLike, max_side: int = 128) -> np.ndarray:
     """uint8 [H, W] (grayscale sources) or [H, W, 3], downscaled so the longest side is <= max_side."""
-    with _open_checked(path) as im:
-        try:
-            im.draft(im.mode, (max_side, max_side))
-        except (OSError, ValueError, AttributeError):
-            pass
-        try:
-            im.load()
-            im = ImageOps.exif_transpose(im) or im
-            arr = _to_float_rgb_or_gray(im)
-        except _DECODE_ERRORS as e:
-            raise IngestError(f"corrupt image data ({type(e).__name__}: {e})") from None
+    arr = _decode_float(path, max_side)
     h, w, c = arr.shape
     scale = min(1.0, max_side / max(h, w))
     new_h, new_w = max(1, round(h * scale)), max(1, round(w * scale))
