@@ -13,7 +13,7 @@ $PY -m core.train "${common[@]}" --loss l2softmax --alpha 16 --dim 3 --name demo
     --run-dir checkpoints/demo-l2softmax-3d
 if [ "${SKIP_SWEEP:-0}" != 1 ]; then
   rm -rf checkpoints/demo-sweep
-  $PY -m core.sweep "${common[@]}" --loss softmax,l2softmax --alphas 1,4,16,64 --dim 2 --seeds 0 \
-      --out checkpoints/demo-sweep --root checkpoints/demo-sweep/runs
+  $PY -m core.sweep "${common[@]}" --loss softmax,l2softmax --alphas 1,4,16,64,auto --dim 2 --seeds 0 \
+      --projection none --out checkpoints/demo-sweep --root checkpoints/demo-sweep/runs
 fi
 du -sh checkpoints/demo-*
