@@ -58,3 +58,25 @@ def test_model_reproduces_stored_embeddings(run_dir):
     with torch.no_grad():
         emb = model.embed(bundle.test.x[:32]).numpy()
     np.testing.assert_allclose(emb, run.emb[np.flatnonzero(run.split == 2)[:32]], atol=1e-4)
+
+
+def test_demo_sweep_results_match_its_runs():
+    import csv
+
+    from core import sweep
+
+    out = ROOT / "demo-sweep"
+    with open(out / "results.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert {(r["loss"], r["alpha"]) for r in rows} >= {("softmax", ""), ("l2softmax", "1"), ("l2softmax", "64")}
+    runs_root = sweep.runs_root(out)
+    for r in rows:
+        assert r["state"] == "completed"
+        run = load_run(runs_root / r["run_id"])
+        assert float(r["anomaly_auroc"]) == pytest.approx(run.summary["anomaly_auroc"], abs=1e-9)
+        test = run.split == 2
+        assert float(r["anomaly_auroc"]) == pytest.approx(
+            anomaly.roc_pr(run.score[test], run.anomaly[test])["auroc"], abs=1e-6
+        )
+        size = sum(f.stat().st_size for f in (runs_root / r["run_id"]).rglob("*") if f.is_file())
+        assert size < 2 * 2**20
