@@ -46,7 +46,9 @@ def test_summary_matches_stored_embeddings(run_dir):
             logits = model.head.logits(torch.from_numpy(run.emb[test & ~run.anomaly]))
         to_cls = {c: i for i, c in enumerate(s["train_classes"])}
         truth = np.array([to_cls[c] for c in run.label[test & ~run.anomaly]])
-        assert s["test_accuracy"] == pytest.approx(float((logits.argmax(1).numpy() == truth).mean()), abs=1e-6)
+        assert s["test_accuracy"] == pytest.approx(
+            float((logits.argmax(1).numpy() == truth).mean()), abs=1e-6
+        )
 
 
 @pytest.mark.parametrize("run_dir", DEMOS, ids=lambda p: p.name)
@@ -68,7 +70,11 @@ def test_demo_sweep_results_match_its_runs():
     out = ROOT / "demo-sweep"
     with open(out / "results.csv") as f:
         rows = list(csv.DictReader(f))
-    assert {(r["loss"], r["alpha"]) for r in rows} >= {("softmax", ""), ("l2softmax", "1"), ("l2softmax", "64")}
+    assert {(r["loss"], r["alpha"]) for r in rows} >= {
+        ("softmax", ""),
+        ("l2softmax", "1"),
+        ("l2softmax", "64"),
+    }
     runs_root = sweep.runs_root(out)
     for r in rows:
         assert r["state"] == "completed"
