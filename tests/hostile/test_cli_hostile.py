@@ -16,15 +16,12 @@ import subprocess
 import sys
 import zipfile
 import zlib
-from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from core.fsutil import write_json, write_npz, write_torch
+from . import make_run
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -138,46 +135,6 @@ def hostile_zips(tmp: Path) -> dict[str, tuple[dict[str, bytes], dict[str, str],
 
 
 # ---------------------------------------------------------------------------------------- helpers
-
-
-def make_run(run_dir: Path) -> Path:
-    """A small valid run (contract format) with real weights, without training."""
-    from core.train import TrainConfig, build_model
-
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg = asdict(TrainConfig(loss="l2softmax", alpha="16", dim=2, arch="smallcnn", run_dir=str(run_dir)))
-    meta = {
-        "config": cfg,
-        "class_names": ["a", "b"],
-        "train_classes": [0, 1],
-        "normal_classes": [0, 1],
-        "channels": 1,
-        "image_size": 28,
-        "alpha": 16.0,
-        "arch": "smallcnn",
-    }
-    torch.manual_seed(0)
-    write_torch(run_dir / "model.pt", {**meta, "state_dict": build_model(meta).state_dict()})
-    n = 30
-    rng = np.random.default_rng(0)
-    write_npz(
-        run_dir / "embeddings.npz",
-        emb=rng.normal(size=(n, 2)).astype(np.float32),
-        norm=np.ones(n, np.float32),
-        label=np.arange(n, dtype=np.int64) % 2,
-        split=np.repeat(np.array([0, 1, 2], np.int8), n // 3),
-        anomaly=np.zeros(n, bool),
-        source=np.array([f"mnist-5k#{i}" for i in range(n)]),
-        score=rng.random(n).astype(np.float32),
-        class_weights=np.zeros((0, 2), np.float32),
-        class_names=np.array(["a", "b"]),
-    )
-    write_json(run_dir / "config.json", cfg)
-    summary = {"loss": "l2softmax", "dim": 2, "test_accuracy": 0.5, "threshold": 0.25}
-    summary.update(class_names=["a", "b"], normal_classes=[0, 1], k=5, image_size=28, channels=1)
-    write_json(run_dir / "summary.json", summary)
-    write_json(run_dir / "status.json", {"state": "completed", "pid": None, "created": 1.0})
-    return run_dir
 
 
 @pytest.fixture(scope="module")
