@@ -21,6 +21,7 @@ from core.ingest import (
     DataError,
     IngestError,
     choose_channels,
+    class_folders,
     detect_layout,
     list_image_files,
     list_subdirs,
@@ -278,14 +279,7 @@ def _collect_entries(root: Path) -> tuple[str, list[_Entry], list[str], list[str
                     entries += [_Entry(p.absolute(), label, "test", True) for p in list_image_files(sub)]
         return layout, entries, sorted(normal), sorted(anomalous), skipped
 
-    class_dirs = list_subdirs(root)
-    loose = list_image_files(root, recursive=False)
-    if not class_dirs:
-        hint = f" (found {len(loose)} images directly in it)" if loose else ""
-        raise DataError(
-            f"no class folders in {root}{hint}: put each class's images in its own subfolder "
-            "(<root>/<class>/*.png) or use the MVTec layout (<category>/train/good, <category>/test/<defect>)"
-        )
+    class_dirs, loose = class_folders(root)
     skipped += [(str(p.absolute()), "not inside a class folder") for p in loose]
     for d in class_dirs:
         entries += [_Entry(p.absolute(), d.name, "any") for p in list_image_files(d)]

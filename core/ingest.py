@@ -506,6 +506,20 @@ def list_image_files(root: PathLike, recursive: bool = True) -> list[Path]:
     return sorted(found)
 
 
+def class_folders(root: Path) -> tuple[list[Path], list[Path]]:
+    """Class subfolders of an ImageFolder-style root, and the images lying loose at its top level.
+    IngestError when there is no class folder at all."""
+    class_dirs = list_subdirs(root)
+    loose = list_image_files(root, recursive=False)
+    if not class_dirs:
+        hint = f" (found {len(loose)} images directly in it)" if loose else ""
+        raise IngestError(
+            f"no class folders in {root}{hint}: put each class's images in its own subfolder "
+            "(<root>/<class>/*.png) or use the MVTec layout (<category>/train/good, <category>/test/<defect>)"
+        )
+    return class_dirs, loose
+
+
 def list_subdirs(root: PathLike) -> list[Path]:
     """Visible subfolders of root, sorted, without archiver junk."""
     root = Path(os.fsdecode(root))
@@ -539,14 +553,7 @@ def scan_image_folder(root: PathLike, size: int, channels: int | None = None) ->
     root = Path(os.fsdecode(root))
     if not root.is_dir():
         raise IngestError(f"folder not found: {root}")
-    class_dirs = list_subdirs(root)
-    loose = list_image_files(root, recursive=False)
-    if not class_dirs:
-        hint = f" (found {len(loose)} images directly in it)" if loose else ""
-        raise IngestError(
-            f"no class folders in {root.name or root}{hint}: put each class's images in its own "
-            "subfolder (<root>/<class>/*.png) or use the MVTec layout (<category>/train/good)"
-        )
+    class_dirs, loose = class_folders(root)
     skipped = [(str(p), "not inside a class folder") for p in loose]
     files: list[Path] = []
     labels: list[str] = []
