@@ -50,23 +50,6 @@ OPENSET_SPLITS = [
     ["1", "3", "5", "7", "9", "0"],
     ["2", "3", "5", "7", "8", "9"],
 ]
-RESULT_FIELDS = [
-    "run_id",
-    "state",
-    "loss",
-    "alpha",
-    "alpha_final",
-    "seed",
-    "split",
-    "holdout",
-    "test_accuracy",
-    "precision_at_1",
-    "map_at_r",
-    "anomaly_auroc",
-    "anomaly_aupr",
-    "train_seconds",
-    "mean_feature_norm",
-]
 METRICS = [
     "test_accuracy",
     "precision_at_1",
@@ -76,6 +59,7 @@ METRICS = [
     "train_seconds",
     "mean_feature_norm",
 ]
+RESULT_FIELDS = ["run_id", "state", "loss", "alpha", "alpha_final", "seed", "split", "holdout", *METRICS]
 SWEEPS_DIR = ".sweeps"
 LIVE = ("starting", "running")
 
