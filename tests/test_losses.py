@@ -405,3 +405,21 @@ def test_make_sampler_rejects_impossible_batches() -> None:
         make_sampler(labels, m_per_class=4, batch_size=16, length=100)
     with pytest.raises(ValueError, match="length"):
         make_sampler(labels, m_per_class=2, batch_size=6, length=4)
+
+
+def test_heads_agree_with_their_specs():
+    import core.losses as L
+
+    """What a head says it needs is what its spec says, for every loss (callers rely on either)."""
+    for name in L.LOSSES:
+        head = L.build_head(name, dim=8, num_classes=4)
+        spec = L.loss_spec(name)
+        assert (head.has_classifier, head.has_alpha, head.needs_sampler) == (
+            spec.has_classifier,
+            spec.has_alpha,
+            spec.needs_sampler,
+        ), name
+    assert [s.name for s in L.LOSS_SPECS.values() if s.has_alpha] == ["l2softmax"]
+    assert {s.name for s in L.LOSS_SPECS.values() if s.needs_sampler} == {"triplet", "npair"}
+    with pytest.raises(ValueError, match="unknown loss 'nope'"):
+        L.loss_spec("nope")
