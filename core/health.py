@@ -18,6 +18,8 @@ SCORE_NOISE_FLOOR = 1e-6
 SCORE_SIGNAL_QUANTILE = 0.9
 # An AUROC at or below this separates anomalies from normal parts barely better than a coin.
 CHANCE_AUROC = 0.6
+# Below this closed-set test accuracy the embedding has not learned the known classes.
+LOW_ACCURACY = 0.5
 # Class names the data loader gives to the reference images added to a one-class upload.
 REFERENCE_PREFIX = "ref:"
 
@@ -76,6 +78,19 @@ def _accuracy_warning(class_names: Sequence[str], normal_classes: Sequence[int])
     ]
 
 
+def _low_accuracy_warning(accuracy: float | None, n_classes: int) -> list[HealthWarning]:
+    if accuracy is None or n_classes < 2 or not np.isfinite(accuracy) or accuracy >= LOW_ACCURACY:
+        return []
+    return [
+        HealthWarning(
+            "low_accuracy",
+            f"The model names the right class for only {accuracy:.0%} of the test images of known "
+            f"classes: the embedding has not learned them yet, so distances to normal mean little.",
+            "Train for more epochs, with an embedding dimension of 64 or more.",
+        )
+    ]
+
+
 def _auroc_warning(auroc: float | None, n_anomalies: int | None) -> list[HealthWarning]:
     if n_anomalies == 0 or auroc is None:
         return [
@@ -101,7 +116,13 @@ def _auroc_warning(auroc: float | None, n_anomalies: int | None) -> list[HealthW
 def check_run(summary: dict, test_scores: np.ndarray) -> list[HealthWarning]:
     """Warnings for a run from its ``summary.json`` dict and the scores of its test rows."""
     warnings = _score_warnings(test_scores)
-    warnings += _accuracy_warning(summary.get("class_names") or [], summary.get("normal_classes") or [])
+    names, normal = summary.get("class_names") or [], summary.get("normal_classes") or []
+    reference_warning = _accuracy_warning(names, normal)
+    if not reference_warning:  # accuracy against reference images says nothing about the model's grip
+        accuracy = summary.get("test_accuracy")
+        n_known = len(summary.get("train_classes") or normal)
+        warnings += _low_accuracy_warning(None if accuracy is None else float(accuracy), n_known)
+    warnings += reference_warning
     auroc = summary.get("anomaly_auroc")
     warnings += _auroc_warning(None if auroc is None else float(auroc), summary.get("n_test_anomalies"))
     return warnings

@@ -55,3 +55,19 @@ def test_chance_auroc_and_missing_anomalies():
     assert _codes({**base, "anomaly_auroc": 0.55, "n_test_anomalies": 4}, scores) == ["chance_auroc"]
     assert _codes({**base, "anomaly_auroc": 0.61, "n_test_anomalies": 4}, scores) == []
     assert _codes({**base, "anomaly_auroc": None, "n_test_anomalies": 0}, scores) == ["no_anomalies"]
+
+
+def test_degenerate_run_accuracy_is_flagged():
+    """What a 2-D, one-epoch run on the digits gave (accuracy 0.33, AUROC 0.72): scores look usable,
+    but the classes were never learned."""
+    summary = {
+        "class_names": DIGITS,
+        "normal_classes": list(range(6)),
+        "test_accuracy": 0.33,
+        "anomaly_auroc": 0.717,
+        "n_test_anomalies": 400,
+    }
+    warnings = check_run(summary, np.linspace(1e-7, 2e-5, 100))
+    assert [w.code for w in warnings] == ["low_accuracy"]
+    assert "33%" in warnings[0].message
+    assert _codes({**summary, "test_accuracy": 0.62}, np.linspace(1e-7, 2e-5, 100)) == []
