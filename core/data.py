@@ -54,7 +54,9 @@ REFERENCE_VAL_FRACTION = 0.1
 GRAY_DEFAULT_SIZE = 28
 COLOR_DEFAULT_SIZE = 64
 
-TRAIN, VAL, TEST = 0, 1, 2
+from core.rundir import SPLIT_TEST as TEST  # noqa: E402 - one set of split codes
+from core.rundir import SPLIT_TRAIN as TRAIN  # noqa: E402
+from core.rundir import SPLIT_VAL as VAL  # noqa: E402
 
 
 @dataclass
@@ -191,24 +193,26 @@ def _full_mnist_arrays(root: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
 
 def _try_full_mnist(
     root: Path, allow_download: bool = True
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+) -> tuple[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None, str]:
+    """(the full MNIST arrays, "") or (None, why they are not available)."""
     key = str(root.absolute())
     try:
-        return _full_mnist_arrays(key)
+        return _full_mnist_arrays(key), ""
     except RuntimeError:  # torchvision: "Dataset not found"
         pass
     if not allow_download or os.environ.get("HSE_ALLOW_DOWNLOAD", "1") == "0":
-        return None
+        return None, "downloads are disabled (HSE_ALLOW_DOWNLOAD=0)"
     try:
         from torchvision.datasets import MNIST
 
         for train in (True, False):
             MNIST(key, train=train, download=True)
-        return _full_mnist_arrays(key)
+        return _full_mnist_arrays(key), ""
     # Offline machines fail in many ways (DNS, proxies, checksum of a partial file); all mean
-    # "not available", and the bundled digits are a good substitute.
-    except Exception:
-        return None
+    # "not available", and the bundled digits are a good substitute. The reason goes into the notice.
+    except Exception as e:  # noqa: BLE001
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        return None, f"could not be downloaded ({type(e).__name__}: {first})"
 
 
 def _mnist5k_pool(seed: int) -> _Pool:
@@ -472,13 +476,8 @@ def load_data(
     is_mnist = data.lower() in BUILTIN_DATA
 
     if data.lower() == "mnist":
-        arrays = _try_full_mnist(Path(data_root))
+        arrays, why = _try_full_mnist(Path(data_root))
         if arrays is None:
-            why = (
-                "downloads are disabled (HSE_ALLOW_DOWNLOAD=0)"
-                if os.environ.get("HSE_ALLOW_DOWNLOAD", "1") == "0"
-                else "could not be downloaded"
-            )
             notices.append(
                 f"notice: full MNIST not found under {data_root} and {why}; using the bundled mnist-5k"
             )
@@ -568,6 +567,30 @@ def load_data(
     )
 
 
+def load_bundle(config) -> DataBundle:
+    """The DataBundle a TrainConfig asks for (its data, holdout, reference, seed and image size)."""
+    return load_data(
+        config.data,
+        data_root=config.data_root,
+        holdout_classes=config.holdout_classes or None,
+        reference=config.reference,
+        seed=config.seed,
+        image_size=config.image_size,
+    )
+
+
+def limit_train(bundle: DataBundle, max_samples: int, seed: int) -> DataBundle:
+    """Keep at most `max_samples` training images (0: all), drawn reproducibly from `seed`."""
+    if not max_samples or len(bundle.train.y) <= max_samples:
+        return bundle
+    keep = np.sort(np.random.default_rng(seed).permutation(len(bundle.train.y))[:max_samples])
+    t = bundle.train
+    bundle.train = Split(
+        x=t.x[keep], y=t.y[keep], anomaly=t.anomaly[keep], source=[t.source[i] for i in keep]
+    )
+    return bundle
+
+
 # ------------------------------------------------------------------------------------- thumbnails
 
 
@@ -582,7 +605,7 @@ def load_thumbnail(source: str, data_root: str | os.PathLike = "data") -> np.nda
             _, part, row = source.split("#")
             if part not in ("train", "test"):
                 raise ValueError(part)
-            arrays = _try_full_mnist(Path(data_root), allow_download=False)
+            arrays, _ = _try_full_mnist(Path(data_root), allow_download=False)
             if arrays is None:
                 raise DataError(f"full MNIST not found under {data_root}; cannot show {source}")
             x = arrays[0] if part == "train" else arrays[2]

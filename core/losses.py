@@ -129,6 +129,17 @@ def alpha_lower_bound(num_classes: int, p: float = 0.9) -> float:
     return math.log(p * (num_classes - 2) / (1.0 - p))
 
 
+AUTO_ALPHA_P = 0.9  # the probability the paper's bound aims for when alpha is "auto"
+
+
+def auto_alpha(num_classes: int, p: float = AUTO_ALPHA_P) -> float:
+    """The alpha that "auto" picks: the paper's lower bound, with C <= 2 classes treated as C = 3.
+
+    The bound is undefined for C <= 2, but the paper's intent (reach probability p) still needs some scale;
+    this is the one place that rule lives."""
+    return alpha_lower_bound(max(int(num_classes), 3), p)
+
+
 def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
     # logsumexp keeps large logits (alpha * cos up to ~64) from overflowing exp().
     target = logits.gather(1, labels.long().view(-1, 1)).squeeze(1)

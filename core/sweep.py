@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import fcntl
 import itertools
 import math
 import os
@@ -38,8 +37,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from core import jobs
-from core.fsutil import read_json, write_json
-from core.train import TrainConfig, _check_inputs, build_parser, config_from_args
+from core.config import TrainConfig, check_inputs, config_from_args, parse_list
+from core.fsutil import locked, read_json, write_json
+from core.losses import loss_spec
+from core.train import build_parser
 
 # The standard open-set MNIST protocol: 6 known / 4 unknown digits over 5 fixed random splits
 # (the same splits as ../shared/reference/openset_reference.py, so numbers compare directly).
@@ -77,7 +78,8 @@ def expand_grid(
     ]
     cells = []
     for loss in losses:
-        loss_alphas = alphas if loss == "l2softmax" else ["-"]
+        has_alpha = loss_spec(loss).has_alpha
+        loss_alphas = alphas if has_alpha else [None]
         for alpha, seed, (split_i, holdout) in itertools.product(loss_alphas, seeds, splits):
             cfg = replace(
                 base,
@@ -85,24 +87,18 @@ def expand_grid(
                 seed=seed,
                 holdout_classes=holdout,
                 run_dir="",
-                alpha=alpha if alpha != "-" else base.alpha,
+                alpha=alpha if has_alpha else base.alpha,
             )
-            cfg.name = (
-                f"sweep-{loss}" + (f"-a{alpha}" if loss == "l2softmax" else "") + f"-s{seed}-split{split_i}"
-            )
+            cfg.name = f"sweep-{loss}" + (f"-a{alpha}" if has_alpha else "") + f"-s{seed}-split{split_i}"
             cfg.validate()
-            cells.append(
-                (
-                    cfg,
-                    {
-                        "loss": loss,
-                        "alpha": alpha if loss == "l2softmax" else "",
-                        "seed": seed,
-                        "split": split_i,
-                        "holdout": ",".join(holdout),
-                    },
-                )
-            )
+            meta = {
+                "loss": loss,
+                "alpha": alpha if has_alpha else "",
+                "seed": seed,
+                "split": split_i,
+                "holdout": ",".join(holdout),
+            }
+            cells.append((cfg, meta))
     # Queue order: split, then seed, then the loss/alpha cells, so a sweep stopped early (or read while
     # running) already has every configuration on the same first splits and seeds.
     order = {id(c): i for i, c in enumerate(cells)}
@@ -123,15 +119,10 @@ def _locked(out: Path) -> Iterator[None]:
     (`_defer_if_locked`) while this process holds the lock: flock is not re-entrant. (Signals are not
     blocked instead: the training jobs submitted meanwhile would inherit the blocked mask.)"""
     global _lock_depth
-    out.mkdir(parents=True, exist_ok=True)
     _lock_depth += 1
     try:
-        with open(out / ".sweep.lock", "a+") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        with locked(Path(out) / ".sweep.lock"):
+            yield
     finally:
         _lock_depth -= 1
         if _lock_depth == 0 and _deferred:
@@ -233,7 +224,8 @@ def collect(out: Path, root: Path | None = None) -> list[dict]:
     return rows
 
 
-def _num(v) -> float | None:
+def finite_number(v: object) -> float | None:
+    """v as a finite float, or None (missing, empty, text, NaN or infinite): CSV cells and summaries."""
     try:
         f = float(v)
     except (TypeError, ValueError):
@@ -250,15 +242,15 @@ def aggregate(rows: list[dict]) -> list[dict]:
             groups.setdefault((r["loss"], str(r["alpha"] if r["alpha"] is not None else "")), []).append(r)
     out = []
     for (loss, alpha), rs in groups.items():
-        finals = [v for v in (_num(r.get("alpha_final")) for r in rs) if v is not None]
+        finals = [v for v in (finite_number(r.get("alpha_final")) for r in rs) if v is not None]
         agg = {
             "loss": loss,
             "alpha": alpha,
-            "alpha_value": sum(finals) / len(finals) if finals else _num(alpha),
+            "alpha_value": sum(finals) / len(finals) if finals else finite_number(alpha),
             "n": len(rs),
         }
         for m in METRICS:
-            vals = [v for v in (_num(r.get(m)) for r in rs) if v is not None]
+            vals = [v for v in (finite_number(r.get(m)) for r in rs) if v is not None]
             mean = sum(vals) / len(vals) if vals else float("nan")
             std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
             agg[f"{m}_mean"], agg[f"{m}_std"] = mean, std
@@ -313,7 +305,7 @@ def start(
         m.update(_root_fields(out, root))
         m.setdefault("name", out.name)
         m.setdefault("created", time.time())
-        m.update(pid=os.getpid(), pid_start=jobs._proc_start_time(os.getpid()), state="running")
+        m.update(pid=os.getpid(), pid_start=jobs.proc_start_time(os.getpid()), state="running")
         m.setdefault("total", len(cells))
         if argv is not None:
             m["argv"] = list(argv)
@@ -391,8 +383,11 @@ def cancel(out: Path, grace_s: float = 5.0) -> dict:
             continue
     try:
         write_results(out, root)
-    except OSError:
-        pass
+    except OSError as e:
+        # the runs are cancelled either way; the page and the log say which file could not be written
+        error = f"{out / 'results.csv'}: cannot write the results ({e.strerror or e.__class__.__name__})"
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return {**sweep_state(out), "results_error": error}
     return sweep_state(out)
 
 
@@ -481,7 +476,7 @@ def launch(argv: list[str], out: Path, root: Path | None = None) -> dict:
             start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"},
         )
-    start_time = jobs._proc_start_time(proc.pid)
+    start_time = jobs.proc_start_time(proc.pid)
     # the child records itself too (start()); only fill in what it has not written yet
     return update_manifest(
         out, lambda m: m.update(pid=m.get("pid") or proc.pid, pid_start=m.get("pid_start") or start_time)
@@ -489,10 +484,6 @@ def launch(argv: list[str], out: Path, root: Path | None = None) -> dict:
 
 
 # ------------------------------------------------------------------------------------- CLI
-
-
-def _parse_list(s: str) -> list[str]:
-    return [p.strip() for p in s.split(",") if p.strip()]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -523,15 +514,15 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[T
     if argv is not None:  # used by launch(): an error must raise, not exit the app
         parser.__class__ = _RaisingParser
     args = parser.parse_args(argv)
-    losses = _parse_list(args.loss)
+    losses = parse_list(args.loss)
     if not losses:
         raise ValueError("--loss needs at least one loss")
     base_args = argparse.Namespace(**{**vars(args), "loss": losses[0], "run_dir": "-"})
     base = config_from_args(base_args)
-    _check_inputs(base)
-    alphas = _parse_list(args.alphas) or [base.alpha]
+    check_inputs(base)
+    alphas = parse_list(args.alphas) or [base.alpha]
     try:
-        seeds = [int(s) for s in _parse_list(args.seeds)]
+        seeds = [int(s) for s in parse_list(args.seeds)]
     except ValueError:
         raise ValueError(f"--seeds must be comma-separated integers, got '{args.seeds}'") from None
     if not seeds:
