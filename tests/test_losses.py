@@ -6,6 +6,7 @@ samples / classes / coordinates (in Python floats, i.e. float64), for float32 an
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -171,7 +172,10 @@ def test_l2softmax_matches_brute_force(dtype: torch.dtype, trainable: bool, alph
     # The L2 constraint itself: every scaled feature lies on the sphere of radius alpha.
     norms = head.scale_features(x).norm(dim=1)
     torch.testing.assert_close(norms, torch.full_like(norms, alpha), **tol(dtype))
-    assert isinstance(head.alpha_value, float)
+    # alpha_value is what the trainer writes to metrics.jsonl and summary.json: it must survive JSON (a
+    # tensor would not) and be the radius the features are actually scaled to.
+    logged = json.loads(json.dumps({"alpha": head.alpha_value}))["alpha"]
+    assert logged == pytest.approx(norms.mean().item(), rel=tol(dtype)["rtol"])
 
 
 def test_l2softmax_trainable_alpha_learns() -> None:
