@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from core.fsutil import read_json
+from core.loss_specs import MINING, loss_spec
 
 DEFAULT_K = 5  # neighbours for the anomaly score (core.anomaly uses the same default)
-MINING_CHOICES = ("random", "semihard", "hard")
 PROJECTIONS = ("auto", "pca", "umap", "none")
 BUNDLED_DATA = ("mnist-5k", "mnist")
 REFERENCE_KEYWORDS = ("auto", "none", "mnist-5k")
@@ -78,8 +78,6 @@ class TrainConfig:
         return cfg
 
     def validate(self) -> None:
-        from core.losses import loss_spec
-
         loss_spec(self.loss)  # ValueError naming the choices
         if str(self.alpha) != "auto":
             try:
@@ -93,7 +91,7 @@ class TrainConfig:
         for name in ("epochs", "batch_size", "nproc"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
-        if self.mining not in MINING_CHOICES:
+        if self.mining not in MINING:
             raise ValueError(f"unknown mining '{self.mining}'; choose random, semihard or hard")
         if self.projection not in PROJECTIONS:
             raise ValueError("projection must be auto, pca, umap or none")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from core.config import TrainConfig
 from core.fsutil import read_json, write_json
+from core.loss_specs import loss_spec
 from core.queue import (  # noqa: F401 - part of this module's interface
     LIVE_STATES,
     STATES,
@@ -52,8 +53,6 @@ def _slug(s: str) -> str:
 
 
 def new_run_id(config: TrainConfig) -> str:
-    from core.losses import loss_spec
-
     alpha = f"-a{config.alpha}" if loss_spec(config.loss).has_alpha else ""
     base = config.name or f"{config.loss}{alpha}-d{config.dim}"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(base)}-{secrets.token_hex(2)}"
