@@ -23,10 +23,18 @@ REFERENCE_KEYWORDS = ("auto", "none", "mnist-5k")
 DIM_RANGE = (2, 512)
 
 
-def opt(default: Any = MISSING, help: str = "", cli: bool = True, **argparse_kw: Any) -> Any:
+def opt(
+    default: Any = MISSING,
+    help: str = "",
+    cli: bool = True,
+    choices: tuple[str, ...] | None = None,
+    **argparse_kw: Any,
+) -> Any:
     """A config field with its command-line option. `cli=False`: no flag (set by code only).
-    A bool defaulting to True gets a `--no-NAME` flag; a list[str] is given comma-separated."""
-    meta = {"help": help, "cli": cli, "argparse": argparse_kw}
+    A bool defaulting to True gets a `--no-NAME` flag; a list[str] is given comma-separated.
+    `choices`: `validate()` refuses any other value with a one-line error naming them (the CLI's
+    `error:` line too, rather than argparse's usage dump)."""
+    meta = {"help": help, "cli": cli, "choices": choices, "argparse": argparse_kw}
     if isinstance(default, list):
         return field(default_factory=lambda: list(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -95,6 +103,11 @@ class TrainConfig:
             raise ValueError(f"unknown mining '{self.mining}'; choose random, semihard or hard")
         if self.projection not in PROJECTIONS:
             raise ValueError("projection must be auto, pca, umap or none")
+        for f in fields(self):
+            allowed = f.metadata.get("choices")
+            if allowed and getattr(self, f.name) not in allowed:
+                value = getattr(self, f.name)
+                raise ValueError(f"unknown {f.name} '{value}'; choose one of: {', '.join(allowed)}")
 
 
 def parse_list(s: str) -> list[str]:
