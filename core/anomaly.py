@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score, roc_curve
 
-DEFAULT_K = 5
+from core.config import DEFAULT_K  # noqa: E402 - one default for the CLI and the scorer
 
 
 def _as_tensor(a: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -176,20 +176,112 @@ def percentile_threshold(normal_scores: np.ndarray, percentile: float = 95.0) ->
     return float(np.percentile(np.asarray(normal_scores, dtype=np.float64), percentile))
 
 
-def suggest_thresholds(val_normal_scores: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray) -> dict:
-    """Candidate thresholds: p95/p99 of normal validation scores, and (with labels) best F1 and Youden's J."""
-    out = {
-        "p95": percentile_threshold(val_normal_scores, 95),
-        "p99": percentile_threshold(val_normal_scores, 99),
-    }
-    curves = roc_pr(scores, is_anomaly)
-    if curves:
+# ------------------------------------------------------------------------------------- thresholds
+
+
+class Threshold:
+    """A rule that picks a decision threshold (score > threshold means anomaly).
+
+    `name` is a short key ("p95", "best_f1"), `description` says in plain words what it does, and
+    `value(val_normal_scores, scores, is_anomaly)` returns the threshold, or None when the rule cannot
+    give a meaningful one (no normal scores, no labelled anomalies, a threshold below every score).
+    `needs_labels`: the rule uses the labelled scores (`scores`, `is_anomaly`), not only normal ones."""
+
+    name: str = ""
+    description: str = ""
+    needs_labels: bool = False
+
+    def value(
+        self,
+        val_normal_scores: np.ndarray,
+        scores: np.ndarray | None = None,
+        is_anomaly: np.ndarray | None = None,
+    ) -> float | None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+def _strictly_below(t: float) -> float | None:
+    """sklearn's curve thresholds are inclusive (score >= t), ours strict (score > t): step just below.
+    None when that lands below zero (cosine distances are >= 0: it would flag everything)."""
+    below = float(np.nextafter(t, -np.inf))
+    return below if np.isfinite(below) and below >= 0 else None
+
+
+class PercentileOfNormal(Threshold):
+    """The `percentile`-th percentile of normal (validation) scores: needs no labelled anomaly."""
+
+    def __init__(self, percentile: float = 95.0) -> None:
+        if not 0 <= percentile <= 100:
+            raise ValueError(f"percentile must be between 0 and 100, got {percentile}")
+        self.percentile = float(percentile)
+        self.name = f"p{self.percentile:g}"
+        self.description = f"flags {100 - self.percentile:g} % of normal parts"
+
+    def value(self, val_normal_scores, scores=None, is_anomaly=None) -> float | None:
+        normal = np.asarray(val_normal_scores, dtype=np.float64)
+        return percentile_threshold(normal, self.percentile) if len(normal) else None
+
+
+class BestF1(Threshold):
+    name = "best_f1"
+    description = "the best balance of precision and recall (F1) on the labelled test parts"
+    needs_labels = True
+
+    def value(self, val_normal_scores, scores=None, is_anomaly=None) -> float | None:
+        curves = roc_pr(scores, is_anomaly) if scores is not None else {}
+        if not curves:
+            return None
         p, r, thr = curves["precision"][:-1], curves["recall"][:-1], curves["pr_thresholds"]
         f1 = np.where(p + r > 0, 2 * p * r / np.maximum(p + r, 1e-12), 0)
-        # precision_recall_curve thresholds are inclusive (score >= t); ours is strict (score > t)
-        out["best_f1"] = float(np.nextafter(thr[int(np.argmax(f1))], -np.inf))
+        return _strictly_below(thr[int(np.argmax(f1))])
+
+
+class YoudenJ(Threshold):
+    name = "youden"
+    description = "the largest gap between caught anomalies and false alarms (Youden's J)"
+    needs_labels = True
+
+    def value(self, val_normal_scores, scores=None, is_anomaly=None) -> float | None:
+        curves = roc_pr(scores, is_anomaly) if scores is not None else {}
+        if not curves:
+            return None
         j = curves["tpr"] - curves["fpr"]
         finite = np.isfinite(curves["roc_thresholds"])
+        if not finite.any():
+            return None
         best = int(np.argmax(np.where(finite, j, -np.inf)))
-        out["youden"] = float(np.nextafter(curves["roc_thresholds"][best], -np.inf))
+        return _strictly_below(curves["roc_thresholds"][best])
+
+
+class FixedThreshold(Threshold):
+    """A threshold chosen by hand (or saved from the Anomaly page)."""
+
+    def __init__(self, threshold: float, source: str = "manual") -> None:
+        self.threshold = float(threshold)
+        self.name = "fixed"
+        self.description = f"a fixed threshold of {self.threshold:.4g} ({source})"
+
+    def value(self, val_normal_scores=None, scores=None, is_anomaly=None) -> float | None:
+        return self.threshold if np.isfinite(self.threshold) else None
+
+
+SUGGESTED_THRESHOLDS: tuple[Threshold, ...] = (
+    PercentileOfNormal(95),
+    PercentileOfNormal(99),
+    BestF1(),
+    YoudenJ(),
+)
+
+
+def suggest_thresholds(val_normal_scores: np.ndarray, scores: np.ndarray, is_anomaly: np.ndarray) -> dict:
+    """{name: value} of SUGGESTED_THRESHOLDS (p95, p99, and with labels best_f1 and youden); a rule
+    that cannot give a meaningful value is left out."""
+    out = {}
+    for rule in SUGGESTED_THRESHOLDS:
+        v = rule.value(val_normal_scores, scores, is_anomaly)
+        if v is not None:
+            out[rule.name] = v
     return out

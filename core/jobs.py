@@ -6,7 +6,6 @@ queue holds across Streamlit reruns, browser sessions and server restarts, with 
 
 from __future__ import annotations
 
-import fcntl
 import os
 import re
 import secrets
@@ -15,55 +14,32 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
+from core.config import TrainConfig
 from core.fsutil import read_json, write_json
-from core.train import TrainConfig
+from core.loss_specs import loss_spec
+from core.queue import (  # noqa: F401 - part of this module's interface
+    LIVE_STATES,
+    STATES,
+    max_parallel,
+    pid_alive,
+    proc_start_time,
+    queue_lock,
+    wait_for_slot,
+)
+from core.queue import read_status as _read_status_raw
 
-LIVE_STATES = ("queued", "running")
-STATES = ("queued", "running", "completed", "failed", "cancelled")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 ENDED_UNEXPECTEDLY = "process ended unexpectedly"
+TRAIN_MODULE = "core.train"  # what `submit` runs with `python -m` (the fault tests swap in a wrapper)
+ORPHAN_AFTER_S = 60  # a queued run with no process after this long: submit() died before starting it
+_proc_start_time = proc_start_time  # older name, used by core.sweep's callers
 
 
 def default_root() -> Path:
     return Path(os.environ.get("HSE_CHECKPOINTS", PROJECT_ROOT / "checkpoints"))
-
-
-def max_parallel() -> int:
-    env = os.environ.get("HSE_MAX_PARALLEL")
-    if env:
-        return max(1, int(env))
-    try:
-        import torch
-
-        return max(1, torch.cuda.device_count())
-    except Exception:  # noqa: BLE001
-        return 1
-
-
-def _proc_start_time(pid: int) -> int | None:
-    """Kernel start time of a PID (jiffies since boot): tells a reused PID from ours."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            data = f.read()
-    except OSError:
-        return None
-    rest = data[data.rfind(")") + 2 :].split()
-    if rest[0] == "Z":  # a zombie has finished: it only waits for its parent to reap it
-        return None
-    return int(rest[19])
-
-
-def pid_alive(pid: int | None, start_time: int | None = None) -> bool:
-    if not pid:
-        return False
-    started = _proc_start_time(int(pid))
-    if started is None:
-        return False
-    return start_time is None or started == int(start_time)
 
 
 def _run_dir(run_id: str, root: Path) -> Path:
@@ -77,7 +53,7 @@ def _slug(s: str) -> str:
 
 
 def new_run_id(config: TrainConfig) -> str:
-    alpha = f"-a{config.alpha}" if config.loss == "l2softmax" else ""
+    alpha = f"-a{config.alpha}" if loss_spec(config.loss).has_alpha else ""
     base = config.name or f"{config.loss}{alpha}-d{config.dim}"
     return f"{time.strftime('%Y%m%d-%H%M%S')}-{_slug(base)}-{secrets.token_hex(2)}"
 
@@ -101,10 +77,10 @@ def submit(config: TrainConfig, root: str | Path | None = None) -> str:
     write_json(run_dir / "config.json", asdict(config))
     log = open(run_dir / "log.txt", "ab")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    launcher = [sys.executable, "-m", "core.train"]
+    launcher = [sys.executable, "-m", TRAIN_MODULE]
     if int(config.nproc) > 1:  # N local ranks of one DistributedDataParallel run (see core/distributed.py)
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        launcher += ["--nproc_per_node", str(int(config.nproc)), "-m", "core.train", "--distributed"]
+        launcher += ["--nproc_per_node", str(int(config.nproc)), "-m", TRAIN_MODULE, "--distributed"]
     proc = subprocess.Popen(
         [
             *launcher,
@@ -124,23 +100,12 @@ def submit(config: TrainConfig, root: str | Path | None = None) -> str:
     )
     log.close()
     # the child may already have recorded itself: only fill the PID in, never roll a state back
-    _update_status_if(run_dir, lambda s: not s.get("pid"), pid=proc.pid, pid_start=_proc_start_time(proc.pid))
+    _update_status_if(run_dir, lambda s: not s.get("pid"), pid=proc.pid, pid_start=proc_start_time(proc.pid))
     return run_id
 
 
-@contextmanager
-def _queue_lock(root: Path):
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".queue.lock", "a+") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def _update_status_if(run_dir: Path, predicate, **updates) -> bool:
-    with _queue_lock(run_dir.parent):
+    with queue_lock(run_dir.parent):
         try:
             st = read_json(run_dir / "status.json")
         except (FileNotFoundError, ValueError):
@@ -152,44 +117,6 @@ def _update_status_if(run_dir: Path, predicate, **updates) -> bool:
         return True
 
 
-def _read_status_raw(run_dir: Path) -> dict:
-    try:
-        st = read_json(run_dir / "status.json")
-        if not isinstance(st, dict):
-            raise ValueError("not a JSON object")
-    except FileNotFoundError:
-        return {"state": "failed", "reason": "status.json is missing"}
-    except (ValueError, UnicodeDecodeError) as e:
-        return {"state": "failed", "reason": f"status.json is malformed: {_one_line(e)}"}
-    except OSError as e:
-        return {"state": "failed", "reason": f"status.json cannot be read: {e.strerror or e}"}
-    return _sanitise_status(st)
-
-
-def _one_line(e: BaseException) -> str:
-    return (str(e).strip().splitlines() or [e.__class__.__name__])[0]
-
-
-def _sanitise_status(st: dict) -> dict:
-    """A hand-edited status.json must not break listings or the queue: fields of the wrong type are
-    dropped, and an unknown state reads as failed with the reason."""
-    st = dict(st)
-    for key in ("pid", "pid_start"):
-        v = st.get(key)
-        if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-            st[key] = None
-    for key in ("created", "started", "ended", "updated", "progress", "eta_s"):
-        v = st.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
-            st.pop(key)
-    if st.get("reason") is not None and not isinstance(st["reason"], str):
-        st["reason"] = str(st["reason"])
-    state = st.get("state")
-    if not isinstance(state, str) or state not in STATES:
-        st.update(state="failed", reason=f"status.json is malformed: unknown state {state!r}")
-    return st
-
-
 def _reconcile(run_dir: Path, st: dict) -> dict:
     """A queued/running run whose process is gone ended unexpectedly: say so, on disk too."""
     if st.get("state") in LIVE_STATES and st.get("pid") and not pid_alive(st["pid"], st.get("pid_start")):
@@ -198,7 +125,11 @@ def _reconcile(run_dir: Path, st: dict) -> dict:
             run_dir, lambda s: s.get("state") in LIVE_STATES and s.get("pid") == st["pid"], **fixed
         )
         st = {**st, **fixed}
-    elif st.get("state") == "queued" and not st.get("pid") and time.time() - (st.get("created") or 0) > 60:
+    elif (
+        st.get("state") == "queued"
+        and not st.get("pid")
+        and time.time() - (st.get("created") or 0) > ORPHAN_AFTER_S
+    ):
         # submit() died between creating the run and starting its process
         st = {**st, "state": "failed", "reason": ENDED_UNEXPECTEDLY}
     elif st.get("state") == "running" and not st.get("pid"):
@@ -305,37 +236,3 @@ def queue(root: str | Path | None = None) -> list[dict]:
     """Live runs in the order they will train: running first, then queued by submission time."""
     live = [r for r in list_runs(root) if r.get("state") in LIVE_STATES]
     return sorted(live, key=lambda r: (r["state"] != "running", r.get("created") or 0))
-
-
-def wait_for_slot(run_dir: Path, root: Path, poll: float = 0.3) -> None:
-    """Called by the job itself: block until it is at the head of the queue and a slot is free."""
-    me = run_dir.resolve().name
-    my_pid, my_start = os.getpid(), _proc_start_time(os.getpid())
-    while True:
-        with _queue_lock(root):
-            st = _read_status_raw(run_dir)
-            if st.get("state") == "cancelled":
-                raise SystemExit(3)
-            if not st.get("pid"):
-                st.update(pid=my_pid, pid_start=my_start)
-                write_json(run_dir / "status.json", st)
-            runs = []
-            for d in root.iterdir():
-                if d.is_dir() and (d / "status.json").exists():
-                    s = _read_status_raw(d)
-                    if (
-                        s.get("state") in LIVE_STATES
-                        and s.get("pid")
-                        and pid_alive(s["pid"], s.get("pid_start"))
-                    ):
-                        runs.append((d.name, s))
-            running = sum(1 for _, s in runs if s["state"] == "running")
-            queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
-            free = max_parallel() - running
-            if free > 0 and me in [name for _, name in queued[:free]]:
-                st.update(
-                    state="running", phase="starting", started=time.time(), pid=my_pid, pid_start=my_start
-                )
-                write_json(run_dir / "status.json", st)
-                return
-        time.sleep(poll)

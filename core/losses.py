@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -30,76 +29,14 @@ from pytorch_metric_learning.distances import LpDistance
 from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor, nn
 
-LOSSES: tuple[str, ...] = ("softmax", "l2softmax", "triplet", "npair", "arcface", "cosface", "normface")
-MINING: tuple[str, ...] = ("random", "semihard", "hard")
-PML_LOSSES: tuple[str, ...] = ("npair", "arcface", "cosface", "normface")
-
-
-@dataclass(frozen=True)
-class LossSpec:
-    """What a loss needs and offers, so callers ask the spec instead of comparing loss names.
-
-    The heads carry the same facts (``needs_sampler``, ``has_alpha``, ``has_classifier``); the spec
-    answers them from a name alone (a config, a results row) without building a head.
-    """
-
-    name: str
-    label: str  # what the UI shows
-    colour: str  # one colour per loss in every plot
-    has_alpha: bool = False  # features scaled to a fixed norm alpha (L2-softmax)
-    has_classifier: bool = False  # a class-weight matrix and logits
-    needs_sampler: bool = False  # batches must hold several samples per class (pair/triplet losses)
-    on_sphere: bool = True  # embeddings are compared by direction (False: softmax's raw features)
-    has_margin: bool = False
-    has_scale: bool = False
-    has_mining: bool = False
-    is_baseline: bool = False  # the plain reference every comparison is drawn against
-
-
-_CLASSIFIER = {"has_classifier": True}
-_MARGIN_SCALE = {"has_classifier": True, "has_margin": True, "has_scale": True}
-LOSS_SPECS: dict[str, LossSpec] = {
-    s.name: s
-    for s in (
-        LossSpec(
-            "softmax",
-            "Softmax (no normalisation)",
-            "#d62728",
-            on_sphere=False,
-            is_baseline=True,
-            **_CLASSIFIER,
-        ),
-        LossSpec(
-            "l2softmax",
-            "L2-softmax (features on a sphere of radius α)",
-            "#1f77b4",
-            has_alpha=True,
-            **_CLASSIFIER,
-        ),
-        LossSpec(
-            "triplet",
-            "Triplet (margin, mining)",
-            "#2ca02c",
-            needs_sampler=True,
-            has_margin=True,
-            has_mining=True,
-        ),
-        LossSpec("npair", "N-pair", "#7f7f7f", needs_sampler=True),
-        LossSpec("arcface", "ArcFace (additive angular margin)", "#9467bd", **_MARGIN_SCALE),
-        LossSpec("cosface", "CosFace (additive cosine margin)", "#8c564b", **_MARGIN_SCALE),
-        LossSpec("normface", "NormFace (normalised softmax)", "#e377c2", has_scale=True, **_CLASSIFIER),
-    )
-}
-assert tuple(LOSS_SPECS) == LOSSES
-
-
-def loss_spec(name: str) -> LossSpec:
-    """The spec of loss ``name``; ValueError naming the choices for an unknown name."""
-    try:
-        return LOSS_SPECS[name]
-    except KeyError:
-        raise ValueError(f"unknown loss '{name}'; choose one of: {', '.join(LOSSES)}") from None
-
+from core.loss_specs import (  # noqa: F401 - re-exported: callers ask core.losses.loss_spec(name)
+    LOSS_SPECS,
+    LOSSES,
+    MINING,
+    PML_LOSSES,
+    LossSpec,
+    loss_spec,
+)
 
 DEFAULT_TRIPLET_MARGIN = 0.2
 # PML's own ArcFaceLoss defaults: margin in degrees (28.6 deg ~= 0.5 rad) and scale 64.
@@ -127,6 +64,17 @@ def alpha_lower_bound(num_classes: int, p: float = 0.9) -> float:
     if not 0.0 < p < 1.0:
         raise ValueError(f"p must be a probability strictly between 0 and 1, got {p}")
     return math.log(p * (num_classes - 2) / (1.0 - p))
+
+
+AUTO_ALPHA_P = 0.9  # the probability the paper's bound aims for when alpha is "auto"
+
+
+def auto_alpha(num_classes: int, p: float = AUTO_ALPHA_P) -> float:
+    """The alpha that "auto" picks: the paper's lower bound, with C <= 2 classes treated as C = 3.
+
+    The bound is undefined for C <= 2, but the paper's intent (reach probability p) still needs some scale;
+    this is the one place that rule lives."""
+    return alpha_lower_bound(max(int(num_classes), 3), p)
 
 
 def _cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:

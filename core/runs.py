@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pickle
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 
 from core import anomaly
 from core.fsutil import read_json, read_jsonl, write_json
+from core.rundir import PROJECTION_FILE, SPLIT_TRAIN
 
 SUMMARY_KEYS = ("loss", "dim", "test_accuracy", "threshold", "class_names", "normal_classes")
 
@@ -39,6 +41,8 @@ class Run:
     class_weights: np.ndarray
     class_names: list[str]
     projection: dict[str, np.ndarray] = field(default_factory=dict)
+    # one line naming projection.npz when it exists but cannot be used (the views fall back to PCA)
+    projection_error: str | None = None
 
     @property
     def name(self) -> str:
@@ -46,7 +50,7 @@ class Run:
 
     @property
     def normal_train_mask(self) -> np.ndarray:
-        return (self.split == 0) & np.isin(self.label, self.summary["normal_classes"])
+        return (self.split == SPLIT_TRAIN) & np.isin(self.label, self.summary["normal_classes"])
 
     @property
     def threshold(self) -> float:
@@ -179,13 +183,7 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
     for key in ("norm", "label", "split", "anomaly", "source", "score"):
         if key not in arrays or arrays[key].ndim != 1 or len(arrays[key]) != n:
             raise RunError(f"{run_dir.name}: embeddings.npz has no valid '{key}'")
-    projection = {}
-    if (run_dir / "projection.npz").exists():
-        try:
-            with np.load(run_dir / "projection.npz", allow_pickle=False) as z:
-                projection = {k: z[k] for k in z.files if len(z[k]) == n}
-        except Exception:  # noqa: BLE001 - a missing projection only disables that view
-            projection = {}
+    projection, projection_error = _load_projection(run_dir, n)
     return Run(
         run_dir=run_dir,
         config=config,
@@ -201,7 +199,32 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
         class_weights=arrays.get("class_weights", np.zeros((0, arrays["emb"].shape[1]), np.float32)),
         class_names=[str(c) for c in arrays.get("class_names", summary["class_names"])],
         projection=projection,
+        projection_error=projection_error,
     )
+
+
+def _load_projection(run_dir: Path, n: int) -> tuple[dict[str, np.ndarray], str | None]:
+    """projection.npz's views with one row per embedding, and a one-line error when the file exists but
+    cannot be read (only that view is lost; the rest of the run stays usable)."""
+    path = run_dir / PROJECTION_FILE
+    if not path.exists():
+        return {}, None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            views = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        return (
+            {},
+            f"{run_dir.name}: {PROJECTION_FILE} is unreadable ({e.__class__.__name__}); showing PCA instead",
+        )
+    projection = {k: v for k, v in views.items() if v.ndim == 2 and len(v) == n}
+    dropped = sorted(set(views) - set(projection))
+    if dropped:
+        return (
+            projection,
+            f"{run_dir.name}: {PROJECTION_FILE} {', '.join(dropped)} do not match the embeddings",
+        )
+    return projection, None
 
 
 def list_completed(root: str | Path) -> tuple[list[Path], list[str]]:
@@ -251,7 +274,7 @@ def score_embeddings(
 def load_run_model(run_dir: str | Path) -> torch.nn.Module:
     """The run's model, loaded with weights_only=True: a model.pt that holds anything but tensors and
     plain containers (a pickled payload) is refused without running it. RunError, one line."""
-    from core.train import load_model
+    from core.modelio import load_model
 
     run_dir = Path(run_dir)
     path = run_dir / "model.pt"
@@ -274,7 +297,7 @@ def load_run_model(run_dir: str | Path) -> torch.nn.Module:
 
 def embed_images(run_dir: str | Path, images: np.ndarray) -> np.ndarray:
     """Embed preprocessed images [N,C,S,S] with the run's model (loaded with weights_only)."""
-    from core.train import embed_all
+    from core.modelio import embed_all
 
     model = load_run_model(run_dir)
     return embed_all(

@@ -70,3 +70,51 @@ def test_suggested_thresholds_are_sensible():
 
 def test_roc_pr_empty_without_both_classes():
     assert anomaly.roc_pr(np.array([0.1, 0.2]), np.array([False, False])) == {}
+
+
+# ------------------------------------------------------------------ threshold rules, hand-computed
+
+
+def test_percentile_of_normal_threshold_by_hand():
+    rule = anomaly.PercentileOfNormal(95)
+    assert rule.name == "p95" and rule.description == "flags 5 % of normal parts"
+    assert rule.value(np.arange(21.0)) == 19.0  # 0.95 * 20 = index 19 of 0..20
+    assert anomaly.PercentileOfNormal(50).value(np.array([1.0, 2.0, 3.0, 4.0])) == 2.5
+    assert anomaly.PercentileOfNormal(99).value(np.array([])) is None
+    with pytest.raises(ValueError, match="percentile"):
+        anomaly.PercentileOfNormal(120)
+
+
+def test_best_f1_threshold_by_hand():
+    # flag >= 0.3: tp 3, fp 1 -> F1 6/7, the best (>= 0.7: 0.8; >= 0.2: 0.75; >= 0.6: 2/3)
+    scores = np.array([0.1, 0.2, 0.3, 0.6, 0.7, 0.9])
+    is_anom = np.array([0, 0, 1, 0, 1, 1], bool)
+    t = anomaly.BestF1().value(scores[~is_anom], scores, is_anom)
+    assert t == np.nextafter(0.3, -np.inf)  # strictly below 0.3, so score 0.3 is flagged
+    assert anomaly.decision_metrics(scores, is_anom, t)["f1"] == pytest.approx(6 / 7)
+
+
+def test_youden_threshold_by_hand():
+    # flag >= 0.4: tpr 1, fpr 1/4 -> J 0.75 (>= 0.9: 0.5; >= 0.5: 0.25)
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.9])
+    is_anom = np.array([0, 0, 0, 1, 0, 1], bool)
+    t = anomaly.YoudenJ().value(scores[~is_anom], scores, is_anom)
+    assert t == np.nextafter(0.4, -np.inf)
+    m = anomaly.decision_metrics(scores, is_anom, t)
+    assert m["recall"] - m["fpr"] == pytest.approx(0.75)
+
+
+def test_label_rules_are_none_when_degenerate():
+    no_anomaly = np.array([0.1, 0.2, 0.3])
+    for rule in (anomaly.BestF1(), anomaly.YoudenJ()):
+        assert rule.value(no_anomaly, no_anomaly, np.zeros(3, bool)) is None
+    # the best F1 flags everything (threshold just below 0): no meaningful threshold
+    scores, is_anom = np.array([0.0, 0.0, 0.5]), np.array([1, 1, 0], bool)
+    assert anomaly.BestF1().value(scores[~is_anom], scores, is_anom) is None
+    assert "best_f1" not in anomaly.suggest_thresholds(scores[~is_anom], scores, is_anom)
+
+
+def test_fixed_threshold():
+    rule = anomaly.FixedThreshold(0.42, source="threshold.json")
+    assert rule.value() == 0.42 and "0.42" in rule.description
+    assert anomaly.FixedThreshold(float("nan")).value() is None

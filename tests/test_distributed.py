@@ -36,7 +36,6 @@ def _free_port() -> int:
 
 def _env() -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    env.pop("HSE_FAIL_AT_STEP", None)
     return env
 
 

@@ -28,6 +28,7 @@ import torch
 from core import jobs
 from core.fsutil import read_json, write_json, write_npz, write_torch
 from core.train import TrainConfig, build_model, load_model, run_job
+from tests.fault_launcher import FAIL_AT_STEP
 
 REPO = Path(__file__).resolve().parents[1]
 FORK = mp.get_context("fork")
@@ -37,7 +38,6 @@ FORK = mp.get_context("fork")
 def root(tmp_path, monkeypatch):
     monkeypatch.setenv("HSE_MAX_PARALLEL", "1")
     monkeypatch.setenv("HSE_ALLOW_DOWNLOAD", "0")
-    monkeypatch.delenv("HSE_FAIL_AT_STEP", raising=False)
     return tmp_path / "checkpoints"
 
 
@@ -237,8 +237,9 @@ def _session(barrier, results, root: str, seed: int, fail: bool) -> None:
     import core.jobs
 
     core.jobs.secrets.token_hex = lambda n: "beef"
-    if fail:
-        os.environ["HSE_FAIL_AT_STEP"] = "2"  # inherited by this session's job only
+    if fail:  # this session's job only: it runs the trainer through the test launcher
+        core.jobs.TRAIN_MODULE = "tests.fault_launcher"
+        os.environ[FAIL_AT_STEP] = "2"
     barrier.wait(30)
     results.put((seed, core.jobs.submit(tiny(name="same-moment", seed=seed), root)))
 
@@ -343,7 +344,6 @@ def test_disk_full_fails_the_run_cleanly_and_keeps_everything_else(
     record_property("disk_full_mechanism", mechanism)
     print(f"disk full simulated with: {mechanism}")
     monkeypatch.setenv("HSE_ALLOW_DOWNLOAD", "0")
-    monkeypatch.delenv("HSE_FAIL_AT_STEP", raising=False)
     root = d / "checkpoints"
     root.mkdir()
     # another, completed run on the same disk

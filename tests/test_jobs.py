@@ -11,6 +11,7 @@ import pytest
 
 from core import jobs
 from core.train import TrainConfig
+from tests.fault_launcher import use_fault_launcher
 
 
 @pytest.fixture
@@ -60,7 +61,7 @@ def test_cancel_running_job(root):
 
 
 def test_crash_mid_epoch_is_failed_with_reason(root, monkeypatch):
-    monkeypatch.setenv("HSE_FAIL_AT_STEP", "2")
+    use_fault_launcher(monkeypatch, 2)
     run_id = jobs.submit(tiny(), root)
     st = jobs.wait(run_id, root, timeout=300)
     assert st["state"] == "failed"

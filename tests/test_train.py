@@ -187,3 +187,30 @@ def test_projection_includes_umap_and_umap_on_a_sphere():
     nearest = np.argsort(-(s @ s.T), axis=1)[:, 1]
     labels = np.repeat(np.arange(4), 60)
     assert (labels[nearest] == labels).mean() > 0.95
+
+
+def test_evaluate_cli_rewrites_a_runs_embeddings_and_summary(l2_run, tmp_path, capsys):
+    import shutil
+
+    from core import evaluate
+
+    run_dir, summary, _ = l2_run
+    copy = tmp_path / "copy"
+    shutil.copytree(run_dir, copy)
+    (copy / "embeddings.npz").unlink()
+    stale = {**json.loads((copy / "summary.json").read_text()), "test_accuracy": -1.0, "threshold": -1.0}
+    (copy / "summary.json").write_text(json.dumps(stale))
+
+    assert evaluate.main(["--run", str(copy)]) == 0
+    before, after = np.load(run_dir / "embeddings.npz"), np.load(copy / "embeddings.npz")
+    assert before.files == after.files
+    for key in before.files:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+    rewritten = json.loads((copy / "summary.json").read_text())
+    assert rewritten["test_accuracy"] == pytest.approx(summary["test_accuracy"])
+    assert rewritten["threshold"] == pytest.approx(summary["threshold"])
+    assert rewritten["train_seconds"] == summary["train_seconds"]  # training facts are kept
+
+    assert evaluate.main(["--run", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error:") and "missing" in err

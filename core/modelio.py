@@ -1,0 +1,98 @@
+"""Build a model from a config, describe it for model.pt, and rebuild + load it from model.pt alone.
+
+model.pt is loaded with `torch.load(weights_only=True)`: it holds tensors and plain containers only,
+so a run directory from elsewhere cannot run code when it is opened."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from core.config import TrainConfig
+from core.losses import build_head
+from core.models import MetricModel, build_backbone, default_arch
+
+EMBED_BATCH = 1024
+
+
+def resolve_arch(arch: str, channels: int, image_size: int) -> str:
+    return arch if arch != "auto" else default_arch(channels, image_size)
+
+
+def new_model(
+    config: TrainConfig, channels: int, image_size: int, num_classes: int, alpha: float
+) -> tuple[MetricModel, str]:
+    """A freshly initialised model for `config` (backbone + loss head) and the architecture it chose."""
+    arch = resolve_arch(config.arch, channels, image_size)
+    backbone = build_backbone(arch, channels, config.dim)
+    head = build_head(
+        config.loss,
+        config.dim,
+        num_classes,
+        alpha=alpha,
+        alpha_trainable=config.alpha_trainable,
+        margin=config.margin,
+        mining=config.mining,
+        scale=config.scale,
+    )
+    return MetricModel(backbone, head), arch
+
+
+def checkpoint_meta(config: TrainConfig, bundle, alpha: float, arch: str) -> dict:
+    """Everything but the weights that model.pt carries, enough for `build_model` to rebuild it."""
+    return {
+        "config": asdict(config),
+        "class_names": bundle.class_names,
+        "train_classes": bundle.train_classes,
+        "normal_classes": bundle.normal_classes,
+        "channels": bundle.channels,
+        "image_size": bundle.image_size,
+        "alpha": alpha,
+        "arch": arch,
+    }
+
+
+def build_model(meta: dict) -> torch.nn.Module:
+    """Rebuild the model from what model.pt carries (config + class counts); weights not loaded."""
+    cfg = meta["config"]
+    arch = resolve_arch(cfg["arch"], meta["channels"], meta["image_size"])
+    backbone = build_backbone(arch, meta["channels"], int(cfg["dim"]), pretrained=False)
+    head = build_head(
+        cfg["loss"],
+        int(cfg["dim"]),
+        len(meta["train_classes"]),
+        alpha=float(meta["alpha"]),
+        alpha_trainable=bool(cfg["alpha_trainable"]),
+        margin=cfg["margin"],
+        mining=cfg["mining"],
+        scale=cfg["scale"],
+    )
+    return MetricModel(backbone, head)
+
+
+def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Load model.pt safely (weights_only) and rebuild the model from the file alone."""
+    payload = torch.load(path, map_location=device, weights_only=True)
+    meta = {k: v for k, v in payload.items() if k != "state_dict"}
+    model = build_model(meta)
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, meta
+
+
+@torch.no_grad()
+def embed_all(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = EMBED_BATCH
+) -> torch.Tensor:
+    """Pre-normalisation embeddings of every image of x, in eval mode, on the CPU."""
+    model.eval()
+    out = [model.embed(x[i : i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]
+    return torch.cat(out) if out else torch.empty(0)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
