@@ -14,8 +14,6 @@ from core.ingest import DataError, IngestError
 from core.train import TrainConfig
 from ui import common
 
-st.set_page_config(page_title="Train · Hypersphere Explorer", page_icon=":material/model_training:",
-                   layout="wide")
 
 LOSS_LABELS = {
     "softmax": "Softmax (no normalisation)",
@@ -54,17 +52,23 @@ def upload_preview(folder: str) -> common.UploadPreview:
 def alpha_low_text(c: int) -> tuple[str, float | None]:
     if c <= 2:
         a = L.alpha_lower_bound(3, 0.9)
-        return (f"The paper's bound α_low = log(p(C−2)/(1−p)) is undefined for C = {c} training classes; "
-                f"'auto' uses C = 3 → α_low = {a:.2f}."), None
+        return (
+            f"The paper's bound α_low = log(p(C−2)/(1−p)) is undefined for C = {c} training classes; "
+            f"'auto' uses C = 3 → α_low = {a:.2f}."
+        ), None
     a = L.alpha_lower_bound(c, 0.9)
-    return (f"Features are L2-normalised and scaled to norm α. The paper's lower bound for C = {c} "
-            f"training classes at p = 0.9: α_low = log(p(C−2)/(1−p)) = {a:.2f}. Below it a sample cannot "
-            f"reach probability p even on its class direction."), a
+    return (
+        f"Features are L2-normalised and scaled to norm α. The paper's lower bound for C = {c} "
+        f"training classes at p = 0.9: α_low = log(p(C−2)/(1−p)) = {a:.2f}. Below it a sample cannot "
+        f"reach probability p even on its class direction."
+    ), a
 
 
 st.title("Train")
-st.caption("Pick the data, a loss and its knobs, then start: the job runs in the background and keeps "
-           "running if you close or reload the page.")
+st.caption(
+    "Pick the data, a loss and its knobs, then start: the job runs in the background and keeps "
+    "running if you close or reload the page."
+)
 root = common.checkpoints_root()
 droot = common.data_root()
 
@@ -72,9 +76,15 @@ droot = common.data_root()
 st.subheader("1 · Data")
 sources = ["mnist-5k"] + (["mnist"] if common.full_mnist_present(droot) else []) + ["upload"]
 source = st.radio(
-    "Data", sources, horizontal=True, key="data_source",
-    format_func={"mnist-5k": "Bundled MNIST (5,000 digits)", "mnist": "Full MNIST (70,000 digits)",
-                 "upload": "Upload (ZIP or images)"}.get,
+    "Data",
+    sources,
+    horizontal=True,
+    key="data_source",
+    format_func={
+        "mnist-5k": "Bundled MNIST (5,000 digits)",
+        "mnist": "Full MNIST (70,000 digits)",
+        "upload": "Upload (ZIP or images)",
+    }.get,
 )
 if "mnist" not in sources:
     st.caption(f"Full MNIST appears here when torchvision's files are in `{droot / 'MNIST' / 'raw'}`.")
@@ -88,8 +98,9 @@ if source in ("mnist-5k", "mnist"):
     try:
         counts, samples = mnist_preview(source, str(droot))
         with st.expander(f"Preview: {sum(counts.values()):,} images in 10 classes", expanded=False):
-            st.dataframe({"class": list(counts), "images": list(counts.values())}, hide_index=True,
-                         width="content")
+            st.dataframe(
+                {"class": list(counts), "images": list(counts.values())}, hide_index=True, width="content"
+            )
             for c, imgs in samples.items():
                 st.caption(f"class {c} ({counts[c]})")
                 common.thumbnails_grid(imgs, width=48)
@@ -97,20 +108,27 @@ if source in ("mnist-5k", "mnist"):
         st.error(common.one_line(e))
         data_value = None
 else:
-    st.markdown("A **ZIP** of class folders (`<class>/*.png`) or of the MVTec-AD layout "
-                "(`<category>/train/good`, `test/<defect>`), or **several images** of one class.")
-    files = st.file_uploader("Upload", type=IMAGE_TYPES, accept_multiple_files=True, key="upload",
-                             label_visibility="collapsed")
+    st.markdown(
+        "A **ZIP** of class folders (`<class>/*.png`) or of the MVTec-AD layout "
+        "(`<category>/train/good`, `test/<defect>`), or **several images** of one class."
+    )
+    files = st.file_uploader(
+        "Upload", type=IMAGE_TYPES, accept_multiple_files=True, key="upload", label_visibility="collapsed"
+    )
     if files:
         is_zip = any(f.name.lower().endswith(".zip") for f in files)
-        class_name = None if is_zip else st.text_input("Class name of these images", key="upload_class",
-                                                       placeholder="e.g. good")
+        class_name = (
+            None
+            if is_zip
+            else st.text_input("Class name of these images", key="upload_class", placeholder="e.g. good")
+        )
         if not is_zip and not (class_name or "").strip():
             st.info("Type a class name for the uploaded images.")
         else:
             try:
-                folder = common.ingest_upload([(f.name, f.getvalue()) for f in files], class_name,
-                                              common.uploads_root())
+                folder = common.ingest_upload(
+                    [(f.name, f.getvalue()) for f in files], class_name, common.uploads_root()
+                )
                 preview = upload_preview(str(folder))
                 common.draw_upload_preview(preview)
                 data_value, class_names, layout = str(preview.root), preview.class_names, preview.layout
@@ -123,7 +141,8 @@ if data_value and layout == "mvtec":
     st.info("MVTec layout: `train/good` is normal, every `test/<defect>` folder is an anomaly.")
 elif data_value:
     holdout = st.multiselect(
-        "Held-out classes (anomalies at test time)", class_names,
+        "Held-out classes (anomalies at test time)",
+        class_names,
         default=[c for c in ("6", "7", "8", "9") if c in class_names] if source != "upload" else [],
         key=f"holdout:{data_id}",
         help="Removed from training and validation; their test images are the anomalies to detect.",
@@ -135,81 +154,176 @@ elif data_value:
 n_normal = (len(class_names) - len(holdout)) if layout != "mvtec" else 1
 n_train_classes = n_normal + (REFERENCE_CLASSES if n_normal == 1 else 0)
 if data_value and n_normal == 1:
-    st.caption("Only one normal class: the 10 bundled MNIST digits are added as reference classes "
-               "so the classifier has something to separate it from.")
+    st.caption(
+        "Only one normal class: the 10 bundled MNIST digits are added as reference classes "
+        "so the classifier has something to separate it from."
+    )
 
 # ------------------------------------------------------------------------------------------- loss
 st.subheader("2 · Loss")
-loss = st.selectbox("Loss", L.LOSSES, index=L.LOSSES.index("l2softmax"), key="loss",
-                    format_func=lambda x: LOSS_LABELS.get(x, x))
+loss = st.selectbox(
+    "Loss",
+    L.LOSSES,
+    index=L.LOSSES.index("l2softmax"),
+    key="loss",
+    format_func=lambda x: LOSS_LABELS.get(x, x),
+)
 alpha, alpha_trainable, margin, mining, scale = "16", False, None, "semihard", None
 if loss == "l2softmax":
     if data_value:
         help_text, a_low = alpha_low_text(n_train_classes)
     else:
-        help_text, a_low = ("Features are L2-normalised and scaled to norm α. Choose the data to see the "
-                            "paper's lower bound α_low for its number of classes."), None
+        help_text, a_low = (
+            (
+                "Features are L2-normalised and scaled to norm α. Choose the data to see the "
+                "paper's lower bound α_low for its number of classes."
+            ),
+            None,
+        )
     c1, c2 = st.columns([3, 1])
     with c2:
-        auto = st.checkbox("auto (α = α_low)", key="alpha_auto",
-                           help="Use the paper's lower bound with p = 0.9 for the current classes.")
-        alpha_trainable = st.toggle("trainable α", key="alpha_trainable",
-                                    help="Learn α with the network (it starts from the value chosen here).")
+        auto = st.checkbox(
+            "auto (α = α_low)",
+            key="alpha_auto",
+            help="Use the paper's lower bound with p = 0.9 for the current classes.",
+        )
+        alpha_trainable = st.toggle(
+            "trainable α",
+            key="alpha_trainable",
+            help="Learn α with the network (it starts from the value chosen here).",
+        )
     with c1:
-        a = st.slider("α: radius of the hypersphere", 1.0, 64.0, 16.0, step=0.5, key="alpha",
-                      disabled=auto, help=help_text)
+        a = st.slider(
+            "α: radius of the hypersphere",
+            1.0,
+            64.0,
+            16.0,
+            step=0.5,
+            key="alpha",
+            disabled=auto,
+            help=help_text,
+        )
     alpha = "auto" if auto else f"{a:g}"
-    st.caption(f"α_low = {a_low:.2f} for C = {n_train_classes} training classes (p = 0.9)." if a_low
-               else help_text)
+    st.caption(
+        f"α_low = {a_low:.2f} for C = {n_train_classes} training classes (p = 0.9)." if a_low else help_text
+    )
 elif loss == "triplet":
     c1, c2 = st.columns(2)
-    margin = c1.slider("Margin", 0.0, 2.0, float(getattr(L, "DEFAULT_TRIPLET_MARGIN", 0.2)), step=0.05,
-                       key="margin", help="In squared Euclidean distance between unit vectors (range 0–4).")
-    mining = c2.selectbox("Mining", getattr(L, "MINING", ("random", "semihard", "hard")), index=1,
-                          key="mining",
-                          help="Which triplets of each batch are used.")
+    margin = c1.slider(
+        "Margin",
+        0.0,
+        2.0,
+        float(getattr(L, "DEFAULT_TRIPLET_MARGIN", 0.2)),
+        step=0.05,
+        key="margin",
+        help="In squared Euclidean distance between unit vectors (range 0–4).",
+    )
+    mining = c2.selectbox(
+        "Mining",
+        getattr(L, "MINING", ("random", "semihard", "hard")),
+        index=1,
+        key="mining",
+        help="Which triplets of each batch are used.",
+    )
 elif loss in ("arcface", "cosface"):
     c1, c2 = st.columns(2)
     if loss == "arcface":
-        scale = c1.slider("Scale s", 1.0, 128.0, float(getattr(L, "DEFAULT_ARCFACE_SCALE", 64.0)), step=1.0,
-                          key="scale", help="Norm the normalised features are scaled to.")
-        margin = c2.slider("Margin m (degrees)", 0.0, 90.0,
-                           float(getattr(L, "DEFAULT_ARCFACE_MARGIN_DEG", 28.6)), step=0.1, key="margin",
-                           help="Additive angular margin, in degrees (28.6° = 0.5 rad, the paper's m).")
+        scale = c1.slider(
+            "Scale s",
+            1.0,
+            128.0,
+            float(getattr(L, "DEFAULT_ARCFACE_SCALE", 64.0)),
+            step=1.0,
+            key="scale",
+            help="Norm the normalised features are scaled to.",
+        )
+        margin = c2.slider(
+            "Margin m (degrees)",
+            0.0,
+            90.0,
+            float(getattr(L, "DEFAULT_ARCFACE_MARGIN_DEG", 28.6)),
+            step=0.1,
+            key="margin",
+            help="Additive angular margin, in degrees (28.6° = 0.5 rad, the paper's m).",
+        )
     else:
-        scale = c1.slider("Scale s", 1.0, 128.0, float(getattr(L, "DEFAULT_COSFACE_SCALE", 64.0)), step=1.0,
-                          key="scale", help="Norm the normalised features are scaled to.")
-        margin = c2.slider("Margin m (cosine)", 0.0, 1.0, float(getattr(L, "DEFAULT_COSFACE_MARGIN", 0.35)),
-                           step=0.05, key="margin", help="Subtracted from the target class cosine.")
+        scale = c1.slider(
+            "Scale s",
+            1.0,
+            128.0,
+            float(getattr(L, "DEFAULT_COSFACE_SCALE", 64.0)),
+            step=1.0,
+            key="scale",
+            help="Norm the normalised features are scaled to.",
+        )
+        margin = c2.slider(
+            "Margin m (cosine)",
+            0.0,
+            1.0,
+            float(getattr(L, "DEFAULT_COSFACE_MARGIN", 0.35)),
+            step=0.05,
+            key="margin",
+            help="Subtracted from the target class cosine.",
+        )
 elif loss == "normface":
-    scale = st.slider("Scale s", 1.0, 128.0, float(getattr(L, "DEFAULT_NORMFACE_SCALE", 16.0)), step=1.0,
-                      key="scale", help="Inverse temperature of the normalised softmax.")
+    scale = st.slider(
+        "Scale s",
+        1.0,
+        128.0,
+        float(getattr(L, "DEFAULT_NORMFACE_SCALE", 16.0)),
+        step=1.0,
+        key="scale",
+        help="Inverse temperature of the normalised softmax.",
+    )
 else:
     st.caption("No extra knobs for this loss.")
 
 # --------------------------------------------------------------------------------------- training
 st.subheader("3 · Training")
 c1, c2, c3, c4, c5 = st.columns([2.2, 1, 1, 1.4, 1])
-dim = c1.selectbox("Embedding dim", DIMS, index=0, key="dim",
-                   format_func=lambda d: f"{d} (view directly on the hypersphere)" if d <= 3 else str(d))
+dim = c1.selectbox(
+    "Embedding dim",
+    DIMS,
+    index=0,
+    key="dim",
+    format_func=lambda d: f"{d} (view directly on the hypersphere)" if d <= 3 else str(d),
+)
 epochs = c2.number_input("Epochs", 1, 200, 5, key="epochs")
 batch_size = c3.selectbox("Batch size", (32, 64, 128, 256), index=2, key="batch_size")
-lr = c4.select_slider("Learning rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), value=1e-3, key="lr",
-                      format_func=lambda v: f"{v:g}")
+lr = c4.select_slider(
+    "Learning rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), value=1e-3, key="lr", format_func=lambda v: f"{v:g}"
+)
 seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
 name = st.text_input("Run name (optional)", key="run_name", placeholder="e.g. l2-alpha16")
 nproc = 1
 if torch.cuda.device_count() > 1:  # one DistributedDataParallel rank per GPU; pointless on one device
-    nproc = st.number_input("Processes (one per GPU, DistributedDataParallel)", 1, torch.cuda.device_count(),
-                            1, key="nproc", help="Batch size stays the global batch, split across processes.")
+    nproc = st.number_input(
+        "Processes (one per GPU, DistributedDataParallel)",
+        1,
+        torch.cuda.device_count(),
+        1,
+        key="nproc",
+        help="Batch size stays the global batch, split across processes.",
+    )
 
 if st.button("Start training", type="primary", key="start", disabled=data_value is None):
     cfg = TrainConfig(
-        data=str(data_value), data_root=str(droot), loss=loss, alpha=alpha, alpha_trainable=alpha_trainable,
-        dim=int(dim), epochs=int(epochs), batch_size=int(batch_size), lr=float(lr),
-        margin=None if margin is None or math.isnan(margin) else float(margin), mining=mining,
-        scale=None if scale is None else float(scale), holdout_classes=list(holdout), seed=int(seed),
-        name=name.strip(), nproc=int(nproc),
+        data=str(data_value),
+        data_root=str(droot),
+        loss=loss,
+        alpha=alpha,
+        alpha_trainable=alpha_trainable,
+        dim=int(dim),
+        epochs=int(epochs),
+        batch_size=int(batch_size),
+        lr=float(lr),
+        margin=None if margin is None or math.isnan(margin) else float(margin),
+        mining=mining,
+        scale=None if scale is None else float(scale),
+        holdout_classes=list(holdout),
+        seed=int(seed),
+        name=name.strip(),
+        nproc=int(nproc),
     )
     try:
         run_id = jobs.submit(cfg, root)
@@ -257,4 +371,4 @@ for info in infos:
                 st.code(common.log_tail(info.run_dir), language="text")
         elif info.state == "cancelled":
             st.caption(common.one_line(info.status.get("reason") or "cancelled"))
-common.page_link("pages/2_Explore.py", "Explore completed runs", icon=":material/explore:")
+st.page_link("pages/2_Explore.py", label="Explore completed runs", icon=":material/explore:")

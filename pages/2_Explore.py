@@ -8,7 +8,6 @@ import streamlit as st
 from core import views
 from ui import explore_helpers as h
 
-st.set_page_config(page_title="Explore · Hypersphere Explorer", layout="wide")
 st.title("Explore embeddings")
 st.caption(
     "L2-softmax puts every feature on a hypersphere of radius α; plain softmax lets easy samples grow "
@@ -85,8 +84,6 @@ def show_run(name: str, slot: str) -> None:
     if coords.note:
         (st.warning if coords.xy is None else st.caption)(coords.note)
     if coords.xy is None:
-        with st.spinner("Waiting for the projection…"):
-            pass
         return
 
     split_ids = [h.SPLIT_NAMES.index(x) for x in splits] or [0, 1, 2]

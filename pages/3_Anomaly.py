@@ -12,7 +12,6 @@ from core import anomaly, views
 from core.runs import save_threshold
 from ui import explore_helpers as h
 
-st.set_page_config(page_title="Anomaly · Hypersphere Explorer", layout="wide")
 st.title("Anomaly detection")
 st.caption(
     "Score = mean cosine distance to the k nearest normal training embeddings; a score above the "

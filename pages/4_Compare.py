@@ -14,9 +14,6 @@ from ui import common
 from ui import compare as C
 from ui import explore_helpers as h
 
-st.set_page_config(
-    page_title="Compare · Hypersphere Explorer", page_icon=":material/compare_arrows:", layout="wide"
-)
 st.title("Compare: what does α do?")
 st.caption(
     "L2-softmax (Ranjan et al. 2017) puts every feature on a hypersphere of radius α. Sweep α, and see "

@@ -7,7 +7,6 @@ Paths
 - ``data_root() -> Path``: env ``HSE_DATA_ROOT`` or ``<repo>/data``.
 - ``uploads_root() -> Path``: ``data_root()/uploads``; every upload lives in ``uploads/<content-hash>/``.
 - ``full_mnist_present(root=None) -> bool``: torchvision MNIST files under ``<data root>/MNIST/raw``.
-- ``page_link(path, label, icon=None) -> bool``: ``st.page_link`` when the page file exists (else nothing).
 
 Formatting
 - ``one_line(exc) -> str``: the first line of an exception message, for ``st.error``.
@@ -94,17 +93,13 @@ def uploads_root() -> Path:
 def full_mnist_present(root: str | Path | None = None) -> bool:
     """True when torchvision's MNIST files are under ``<root>/MNIST/raw`` (no download is tried)."""
     raw = Path(root or data_root()) / "MNIST" / "raw"
-    names = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-             "t10k-labels-idx1-ubyte")
+    names = (
+        "train-images-idx3-ubyte",
+        "train-labels-idx1-ubyte",
+        "t10k-images-idx3-ubyte",
+        "t10k-labels-idx1-ubyte",
+    )
     return all((raw / n).is_file() for n in names)
-
-
-def page_link(path: str, label: str, icon: str | None = None) -> bool:
-    """``st.page_link`` to a page file relative to the repo root, only when that file exists."""
-    if not (PROJECT_ROOT / path).is_file():
-        return False
-    st.page_link(path, label=label, icon=icon)
-    return True
 
 
 # -------------------------------------------------------------------------------------- formatting
@@ -248,19 +243,24 @@ def runs_dataframe(infos: Sequence[RunInfo]):
     rows = []
     for i in infos:
         created = i.status.get("created") or i.status.get("started")
-        rows.append({
-            "name": i.name,
-            "loss": i.summary.get("loss") or i.config.get("loss") or "",
-            "alpha": _alpha_label(i),
-            "dim": i.summary.get("dim") or i.config.get("dim"),
-            "data": _data_label(i.summary.get("data") or i.config.get("data")),
-            "state": state_label(i.state if not i.error else "failed" if i.state == "completed" else i.state),
-            "accuracy": _num(i.summary.get("test_accuracy")),
-            "AUROC": _num(i.summary.get("anomaly_auroc")),
-            "created": (pd.to_datetime(created, unit="s", utc=True).tz_convert(None)
-                        if _num(created) else None),
-            "run_id": i.run_id,
-        })
+        rows.append(
+            {
+                "name": i.name,
+                "loss": i.summary.get("loss") or i.config.get("loss") or "",
+                "alpha": _alpha_label(i),
+                "dim": i.summary.get("dim") or i.config.get("dim"),
+                "data": _data_label(i.summary.get("data") or i.config.get("data")),
+                "state": state_label(
+                    i.state if not i.error else "failed" if i.state == "completed" else i.state
+                ),
+                "accuracy": _num(i.summary.get("test_accuracy")),
+                "AUROC": _num(i.summary.get("anomaly_auroc")),
+                "created": (
+                    pd.to_datetime(created, unit="s", utc=True).tz_convert(None) if _num(created) else None
+                ),
+                "run_id": i.run_id,
+            }
+        )
     cols = ["name", "loss", "alpha", "dim", "data", "state", "accuracy", "AUROC", "created", "run_id"]
     df = pd.DataFrame(rows, columns=cols)
     df["dim"] = df["dim"].astype("Int64") if len(df) else df["dim"]
@@ -288,8 +288,9 @@ def run_picker(
     by_name = {d.name: d for d in dirs}
     names = list(by_name)
     if multiple:
-        chosen = st.multiselect(label, names, default=names[:1], key=key, max_selections=max_selections,
-                                help=help)
+        chosen = st.multiselect(
+            label, names, default=names[:1], key=key, max_selections=max_selections, help=help
+        )
         return [by_name[n] for n in chosen]
     chosen = st.selectbox(label, names, key=key, help=help)
     return [by_name[chosen]] if chosen else []
@@ -309,20 +310,37 @@ def metrics_figure(rows: Sequence[dict], height: int = 300):
     x = [r.get("step") for r in steps]
     few = len(steps) < 30  # a line through one or two points is invisible: show markers too
     mode = "lines+markers" if few else "lines"
-    fig.add_trace(go.Scatter(x=x, y=[r.get("loss") for r in steps], mode=mode, name="train loss",
-                             line={"width": 1.5}), row=1, col=1)
+    fig.add_trace(
+        go.Scatter(x=x, y=[r.get("loss") for r in steps], mode=mode, name="train loss", line={"width": 1.5}),
+        row=1,
+        col=1,
+    )
     acc = [r.get("accuracy") for r in steps]
     if any(a is not None for a in acc):
-        fig.add_trace(go.Scatter(x=x, y=acc, mode=mode, name="train batch acc", line={"width": 1},
-                                 opacity=0.6), row=1, col=2)
+        fig.add_trace(
+            go.Scatter(x=x, y=acc, mode=mode, name="train batch acc", line={"width": 1}, opacity=0.6),
+            row=1,
+            col=2,
+        )
     if epochs:
-        fig.add_trace(go.Scatter(x=[r.get("step") for r in epochs], y=[r.get("val_accuracy") for r in epochs],
-                                 mode="lines+markers", name="val acc (epoch)", marker={"size": 8}),
-                      row=1, col=2)
+        fig.add_trace(
+            go.Scatter(
+                x=[r.get("step") for r in epochs],
+                y=[r.get("val_accuracy") for r in epochs],
+                mode="lines+markers",
+                name="val acc (epoch)",
+                marker={"size": 8},
+            ),
+            row=1,
+            col=2,
+        )
     fig.update_xaxes(title_text="step")
     fig.update_yaxes(range=[0, 1.02], row=1, col=2)
-    fig.update_layout(height=height, margin={"l": 40, "r": 10, "t": 30, "b": 70},
-                      legend={"orientation": "h", "y": -0.38, "x": 0.0})
+    fig.update_layout(
+        height=height,
+        margin={"l": 40, "r": 10, "t": 30, "b": 70},
+        legend={"orientation": "h", "y": -0.38, "x": 0.0},
+    )
     return fig
 
 
@@ -396,16 +414,25 @@ def draw_run_progress(
             except ValueError as e:
                 st.error(one_line(e))
                 summ = {}
-            facts = [f"{label} {_num(summ.get(k)):{fmt}}" for k, label, fmt in
-                     (("test_accuracy", "test accuracy", ".3f"), ("anomaly_auroc", "anomaly AUROC", ".3f"),
-                      ("alpha", "α", ".2f")) if _num(summ.get(k)) is not None]
+            facts = [
+                f"{label} {_num(summ.get(k)):{fmt}}"
+                for k, label, fmt in (
+                    ("test_accuracy", "test accuracy", ".3f"),
+                    ("anomaly_auroc", "anomaly AUROC", ".3f"),
+                    ("alpha", "α", ".2f"),
+                )
+                if _num(summ.get(k)) is not None
+            ]
             if facts:
                 st.caption(" · ".join(facts))
         if curves and state != "queued":
             rows = metrics(root / run_id)
             if rows:
-                st.plotly_chart(metrics_figure(rows, height=260), key=f"{key}-curves-{run_id}",
-                                config={"displayModeBar": False})
+                st.plotly_chart(
+                    metrics_figure(rows, height=260),
+                    key=f"{key}-curves-{run_id}",
+                    config={"displayModeBar": False},
+                )
 
 
 def _with_names(rows: list[dict], root: Path) -> list[dict]:
@@ -510,8 +537,12 @@ def thumbnails_grid(
     if len(images) == 0:
         st.caption("(no images)")
         return
-    st.image([to_display(i) for i in images], caption=list(captions) if captions is not None else None,
-             width=width, clamp=True)
+    st.image(
+        [to_display(i) for i in images],
+        caption=list(captions) if captions is not None else None,
+        width=width,
+        clamp=True,
+    )
 
 
 def source_thumbnail(source: str, data_root_: str | Path | None = None) -> np.ndarray | None:
@@ -538,8 +569,9 @@ def _safe_component(name: str, what: str) -> str:
     return clean
 
 
-def ingest_upload(files: Sequence[tuple[str, bytes]], class_name: str | None = None,
-                  root: str | Path | None = None) -> Path:
+def ingest_upload(
+    files: Sequence[tuple[str, bytes]], class_name: str | None = None, root: str | Path | None = None
+) -> Path:
     """Store an upload under ``<root>/<content-hash>/`` (root: ``uploads_root()``) and return the folder.
 
     One ``.zip`` (class folders or MVTec layout) goes through ``core.ingest.safe_extract_zip``;
@@ -667,18 +699,30 @@ def preview_folder(root: str | Path, per_class: int = 8) -> UploadPreview:
         except ValueError:
             return Path(p).name
 
-    return UploadPreview(root=root, layout=layout, counts=counts, samples=samples,
-                         skipped=[(rel(p), r) for p, r in skipped], class_names=class_names)
+    return UploadPreview(
+        root=root,
+        layout=layout,
+        counts=counts,
+        samples=samples,
+        skipped=[(rel(p), r) for p, r in skipped],
+        class_names=class_names,
+    )
 
 
 def draw_upload_preview(preview: UploadPreview) -> None:
     import pandas as pd
 
-    kind = "MVTec-AD layout (train/good = normal, test/<defect> = anomalies)" if preview.layout == "mvtec" \
+    kind = (
+        "MVTec-AD layout (train/good = normal, test/<defect> = anomalies)"
+        if preview.layout == "mvtec"
         else "one folder per class"
+    )
     st.markdown(f"**{sum(preview.counts.values())} images**, {kind}.")
-    st.dataframe(pd.DataFrame({"class": list(preview.counts), "images": list(preview.counts.values())}),
-                 hide_index=True, width="content")
+    st.dataframe(
+        pd.DataFrame({"class": list(preview.counts), "images": list(preview.counts.values())}),
+        hide_index=True,
+        width="content",
+    )
     from core.ingest import IngestError, load_thumbnail_image
 
     for group, paths in preview.samples.items():

@@ -364,12 +364,6 @@ def _rgba(hex_colour: str, alpha: float) -> str:
     return f"rgba({r},{g},{b},{alpha})"
 
 
-def legend_figure(fig: go.Figure) -> go.Figure:
-    """The same figure with its legend shown (the first of the grid carries the legend)."""
-    fig.update_layout(showlegend=True, height=(fig.layout.height or 330) + 70, margin={"b": 20})
-    return fig
-
-
 # --------------------------------------------------------------------------- progress
 
 
