@@ -46,7 +46,7 @@ class RawFigure(go.Figure):
 
     def validated(self) -> go.Figure:
         """The same figure through plotly's validation (raises on an invalid property)."""
-        return go.Figure(_expand(self._spec))
+        return go.Figure(expand(self._spec))
 
 
 def arr(a: Any, dtype: str = "f4") -> Any:
@@ -60,11 +60,11 @@ def arr(a: Any, dtype: str = "f4") -> Any:
     return {"dtype": dtype, "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
-def _expand(v: Any) -> Any:
+def expand(v: Any) -> Any:
     if isinstance(v, dict):
         if set(v) == {"dtype", "bdata"}:
             return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
-        return {k: _expand(x) for k, x in v.items()}
+        return {k: expand(x) for k, x in v.items()}
     if isinstance(v, list):
-        return [_expand(x) for x in v]
+        return [expand(x) for x in v]
     return v
