@@ -93,6 +93,13 @@ def test_downsampling_notice_and_compare(root_with_runs, app_test):
     at.selectbox(key="explore_run_b").set_value(RUN_16D).run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) >= 3  # two scatters + at least one norm histogram
+    # the second column really shows the second run: its heading and its PCA scatter
+    headings = [s.value for s in at.subheader]
+    assert any(h.startswith(RUN_2D) for h in headings) and any(h.startswith(RUN_16D) for h in headings)
+    scatters = [sp for sp in charts(at) if any(t.get("type") == "scattergl" for t in sp["data"])]
+    titles = [sp["layout"].get("xaxis", {}).get("title", {}).get("text") for sp in scatters]
+    assert "PCA 1" in titles, titles  # the dim-16 run is drawn on its PCA projection
+    assert any(n and n.startswith("circle r=16") for sp in scatters for n in names(sp))  # and the 2-D one
 
 
 def test_dim3_sphere(checkpoints_root, app_test):
