@@ -3,44 +3,24 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import numpy as np
 import streamlit as st
 import torch
 
 from core import catalog, jobs
 from core import losses as L
-from core.data import load_data
-from core.ingest import DataError, IngestError
 from core.sweep_view import alpha_low
 from core.train import TrainConfig
-from core.uploads import (
-    UploadPreview,
-    data_root,
-    full_mnist_present,
-    ingest_upload,
-    preview_folder,
-    uploads_root,
-)
-from ui.gallery import thumbnails_grid
+from core.uploads import data_root
+from ui.data_picker import DataChoice, data_section
 from ui.progress import run_monitor
 from ui.run_table import state_badge
 from ui.text import fmt_duration, fmt_time, one_line
-from ui.upload_preview import draw_upload_preview
 
 DIMS = (2, 3, 16, 64, 128)
-IMAGE_TYPES = ["zip", "png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"]
-MNIST_CLASSES = [str(d) for d in range(10)]
-DEFAULT_HOLDOUT = ("6", "7", "8", "9")
-REFERENCE_CLASSES = 10  # reference="auto" adds the 10 bundled digits when one normal class is left
 ALPHA_P = 0.9  # the paper's target probability for alpha_low
 RECENT_RUNS = 6
-SOURCES = {
-    "mnist-5k": "Bundled MNIST (5,000 digits)",
-    "mnist": "Full MNIST (70,000 digits)",
-    "upload": "Upload (ZIP or images)",
-}
 # (label, min, max, default, step, help) of each loss's knobs, shown when its LossSpec has them
 SCALE_KNOBS = {
     "arcface": (
@@ -97,23 +77,6 @@ MARGIN_KNOBS = {
 
 
 @dataclass
-class DataChoice:
-    value: str | None = None  # TrainConfig.data; None while nothing usable is chosen
-    class_names: list[str] = field(default_factory=list)
-    data_id: str = "mnist-5k"
-    layout: str = "imagefolder"
-    holdout: list[str] = field(default_factory=list)
-
-    @property
-    def normal_classes(self) -> int:
-        return (len(self.class_names) - len(self.holdout)) if self.layout != "mvtec" else 1
-
-    @property
-    def train_classes(self) -> int:
-        return self.normal_classes + (REFERENCE_CLASSES if self.normal_classes == 1 else 0)
-
-
-@dataclass
 class LossChoice:
     loss: str
     alpha: str = "16"
@@ -121,23 +84,6 @@ class LossChoice:
     margin: float | None = None
     mining: str = "semihard"
     scale: float | None = None
-
-
-@st.cache_resource(show_spinner="Loading MNIST…", max_entries=2)
-def mnist_preview(data: str, root: str, per_class: int = 8) -> tuple[dict[str, int], dict[str, list]]:
-    b = load_data(data, data_root=root)
-    ys = np.concatenate([b.train.y, b.val.y, b.test.y])
-    counts = {c: int((ys == i).sum()) for i, c in enumerate(b.class_names)}
-    samples = {
-        c: [b.train.x[r].numpy() for r in np.flatnonzero(b.train.y == i)[:per_class]]
-        for i, c in enumerate(b.class_names)
-    }
-    return counts, samples
-
-
-@st.cache_data(show_spinner="Scanning the upload…", max_entries=8)
-def upload_preview(folder: str) -> UploadPreview:
-    return preview_folder(folder)
 
 
 def alpha_low_text(c: int) -> tuple[str, float | None]:
@@ -152,90 +98,6 @@ def alpha_low_text(c: int) -> tuple[str, float | None]:
         f"training classes at p = {ALPHA_P}: α_low = log(p(C−2)/(1−p)) = {a:.2f}. Below it a sample "
         f"cannot reach probability p even on its class direction."
     ), a
-
-
-def mnist_source(source: str) -> DataChoice:
-    choice = DataChoice(value=source, class_names=list(MNIST_CLASSES), data_id=source)
-    try:
-        counts, samples = mnist_preview(source, str(data_root()))
-    except (DataError, OSError, ValueError) as e:
-        st.error(one_line(e))
-        return DataChoice(data_id=source)
-    with st.expander(f"Preview: {sum(counts.values()):,} images in 10 classes", expanded=False):
-        st.dataframe(
-            {"class": list(counts), "images": list(counts.values())}, hide_index=True, width="content"
-        )
-        for c, imgs in samples.items():
-            st.caption(f"class {c} ({counts[c]})")
-            thumbnails_grid(imgs, width=48)
-    return choice
-
-
-def upload_source() -> DataChoice:
-    st.markdown(
-        "A **ZIP** of class folders (`<class>/*.png`) or of the MVTec-AD layout "
-        "(`<category>/train/good`, `test/<defect>`), or **several images** of one class."
-    )
-    files = st.file_uploader(
-        "Upload", type=IMAGE_TYPES, accept_multiple_files=True, key="upload", label_visibility="collapsed"
-    )
-    if not files:
-        return DataChoice(data_id="upload")
-    is_zip = any(f.name.lower().endswith(".zip") for f in files)
-    class_name = (
-        None
-        if is_zip
-        else st.text_input("Class name of these images", key="upload_class", placeholder="e.g. good")
-    )
-    if not is_zip and not (class_name or "").strip():
-        st.info("Type a class name for the uploaded images.")
-        return DataChoice(data_id="upload")
-    try:
-        folder = ingest_upload([(f.name, f.getvalue()) for f in files], class_name, uploads_root())
-        preview = upload_preview(str(folder))
-    except (IngestError, DataError, ValueError, OSError) as e:
-        st.error(f"Upload refused: {one_line(e)}")
-        return DataChoice(data_id="upload")
-    draw_upload_preview(preview)
-    return DataChoice(
-        value=str(preview.root),
-        class_names=preview.class_names,
-        data_id=f"upload-{folder.name}",
-        layout=preview.layout,
-    )
-
-
-def holdout_picker(choice: DataChoice, source: str) -> None:
-    if choice.value and choice.layout == "mvtec":
-        st.info("MVTec layout: `train/good` is normal, every `test/<defect>` folder is an anomaly.")
-    elif choice.value:
-        choice.holdout = st.multiselect(
-            "Held-out classes (anomalies at test time)",
-            choice.class_names,
-            default=[c for c in DEFAULT_HOLDOUT if c in choice.class_names] if source != "upload" else [],
-            key=f"holdout:{choice.data_id}",
-            help="Removed from training and validation; their test images are the anomalies to detect.",
-        )
-        if choice.class_names and len(choice.holdout) >= len(choice.class_names):
-            st.error("Keep at least one class for training.")
-            choice.value = None
-    if choice.value and choice.normal_classes == 1:
-        st.caption(
-            "Only one normal class: the 10 bundled MNIST digits are added as reference classes "
-            "so the classifier has something to separate it from."
-        )
-
-
-def data_section() -> DataChoice:
-    st.subheader("1 · Data")
-    droot = data_root()
-    sources = ["mnist-5k"] + (["mnist"] if full_mnist_present(droot) else []) + ["upload"]
-    source = st.radio("Data", sources, horizontal=True, key="data_source", format_func=SOURCES.get)
-    if "mnist" not in sources:
-        st.caption(f"Full MNIST appears here when torchvision's files are in `{droot / 'MNIST' / 'raw'}`.")
-    choice = upload_source() if source == "upload" else mnist_source(source)
-    holdout_picker(choice, source)
-    return choice
 
 
 def alpha_knobs(choice: DataChoice, knobs: LossChoice) -> None:
