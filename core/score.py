@@ -17,6 +17,7 @@ import numpy as np
 
 from core.ingest import IngestError, load_image
 from core.runs import Run, RunError, embed_images, load_run, score_embeddings
+from core.views import star_coords
 
 DEFAULT_IMAGE_SIZE = 28  # runs written before image_size was recorded were all MNIST
 MAX_UPLOAD_NAME = 100
@@ -146,8 +147,6 @@ def score_uploads(
     in order: {file, sha256, path, score, decision, threshold, nn_rows, nn_dist, nn_source, embedding,
     image, coords, error}. A file that cannot be used gets score None, decision "error" and a one-line
     ``error``."""
-    from core.views import star_coords
-
     rows, loaded = _load_uploads(run, files, threshold, Path(root))
     if not loaded:
         return rows
