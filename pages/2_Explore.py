@@ -13,6 +13,7 @@ from core.views import SPLIT_NAMES, class_name, draw_raw
 from ui.embedding_plot import scatter_figure, selected_rows
 from ui.gallery import sample_gallery, show_gallery, thumbnail
 from ui.norm_plot import norm_histogram
+from ui.text import run_title
 
 MAX_POINTS_DEFAULT = 10_000
 MAX_POINTS_OPTIONS = [1000, 2000, 5000, 10_000, 20_000, 50_000]
@@ -69,8 +70,7 @@ def sidebar() -> tuple[bool, ViewOptions]:
 
 def run_metrics(run: Run) -> None:
     s = run.summary
-    alpha = f", α={s['alpha']:.3g}" if s.get("alpha") else ""
-    st.subheader(f"{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {s.get('data', '')}")
+    st.subheader(run_title(run))
     m = st.columns(4)
     m[0].metric("test accuracy", f"{s.get('test_accuracy') or 0:.3f}")
     m[1].metric("AUROC", "—" if s.get("anomaly_auroc") is None else f"{s['anomaly_auroc']:.3f}")

@@ -16,7 +16,7 @@ from core.uploads import uploads_root
 from ui.anomaly_plots import histogram_figure, pr_figure, roc_figure, star_traces
 from ui.embedding_plot import decision_region_traces, scatter_figure
 from ui.gallery import sample_gallery, show_gallery
-from ui.text import one_line
+from ui.text import one_line, run_title
 
 GALLERY = 12  # false positives / negatives shown
 MIN_THRESHOLD = 1e-12
@@ -35,9 +35,7 @@ CONFUSION_HELP = {
 
 
 def header(run: Run, base: dict) -> None:
-    s = run.summary
-    alpha = f", α={s['alpha']:.3g}" if s.get("alpha") else ""
-    st.markdown(f"**{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {s.get('data', '')}**")
+    st.markdown(f"**{run_title(run)}**")
     top = st.columns(4)
     top[0].metric("AUROC", f"{base['auroc']:.3f}" if base["has_labels"] else "—")
     top[1].metric("AUPR", f"{base['aupr']:.3f}" if base["has_labels"] else "—")

@@ -6,6 +6,8 @@ import time
 
 import numpy as np
 
+from core.runs import Run
+
 ERROR_LINE_CHARS = 300
 
 
@@ -31,3 +33,10 @@ def fmt_time(ts: float | None) -> str:
     if not ts:
         return "–"
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(ts)))
+
+
+def run_title(run: Run) -> str:
+    """ "<run> — <loss>, α=<alpha>, dim <d>, <data>": one line naming a run and what it is."""
+    s = run.summary
+    alpha = f", α={s['alpha']:.3g}" if s.get("alpha") else ""
+    return f"{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {s.get('data', '')}"
