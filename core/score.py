@@ -7,12 +7,20 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
+import os
+import re
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from core.runs import RunError, embed_images, load_run, score_embeddings
+from core.ingest import IngestError, load_image
+from core.runs import Run, RunError, embed_images, load_run, score_embeddings
+from core.views import star_coords
+
+DEFAULT_IMAGE_SIZE = 28  # runs written before image_size was recorded were all MNIST
+MAX_UPLOAD_NAME = 100
 
 
 def collect_images(paths: list[str], extract_root: Path) -> list[Path]:
@@ -31,15 +39,27 @@ def collect_images(paths: list[str], extract_root: Path) -> list[Path]:
     return files
 
 
+def input_shape(run: Run) -> tuple[int, int]:
+    """(image size, channels) the run's model was trained on."""
+    size = int(run.summary.get("image_size") or run.config.get("image_size") or DEFAULT_IMAGE_SIZE)
+    return size, int(run.summary.get("channels") or 1)
+
+
+def embed_and_score(
+    run: Run, images: list[np.ndarray], k: int | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(embeddings, scores, neighbour rows, neighbour distances) of images [C, S, S] against a run."""
+    emb = embed_images(run.run_dir, np.stack(images))
+    scores, nn_rows, nn_dist = score_embeddings(run, emb, k)
+    return emb, scores, nn_rows, nn_dist
+
+
 def score_files(
     run_dir: str | Path, files: list[Path], k: int | None = None
 ) -> tuple[list[dict], list[tuple[str, str]]]:
     """Rows of {path, score, nn_rows, nn_dist, embedding}; unusable files come back as (path, reason)."""
-    from core.ingest import IngestError, load_image
-
     run = load_run(run_dir)
-    size = int(run.summary.get("image_size") or run.config.get("image_size") or 28)
-    channels = int(run.summary.get("channels") or 1)
+    size, channels = input_shape(run)
     images, kept, skipped = [], [], []
     for f in files:
         try:
@@ -49,13 +69,106 @@ def score_files(
             skipped.append((str(f), str(e)))
     if not images:
         return [], skipped
-    emb = embed_images(run.run_dir, np.stack(images))
-    scores, nn_rows, nn_dist = score_embeddings(run, emb, k)
+    emb, scores, nn_rows, nn_dist = embed_and_score(run, images, k)
     rows = [
         {"path": str(f), "score": float(s), "nn_rows": r, "nn_dist": d, "embedding": e}
         for f, s, r, d, e in zip(kept, scores, nn_rows, nn_dist, emb)
     ]
     return rows, skipped
+
+
+def safe_upload_name(name: str) -> str:
+    """A harmless file name: basename only, [A-Za-z0-9._-], at most 100 characters, never empty/dots."""
+    base = re.split(r"[\\/]", str(name))[-1]
+    base = re.sub(r"[^A-Za-z0-9._-]", "_", base).lstrip(".")
+    if len(base) > MAX_UPLOAD_NAME:
+        stem, dot, suffix = base.rpartition(".")
+        base = (stem[:90] + "." + suffix[:9]) if dot and len(suffix) < 10 else base[:MAX_UPLOAD_NAME]
+    return base or "upload"
+
+
+def save_upload(data: bytes, name: str, root: str | Path) -> tuple[Path, str]:
+    """Write an upload under <root>/<sha256>/<safe name>; never outside root. Returns (path, sha256)."""
+    root = Path(root).resolve()
+    sha = hashlib.sha256(data).hexdigest()
+    folder = (root / sha).resolve()
+    path = (folder / safe_upload_name(name)).resolve()
+    if folder.parent != root or path.parent != folder:
+        raise ValueError("refused upload path")
+    folder.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        tmp = folder / f".{path.name}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return path, sha
+
+
+def _one_line(e: BaseException) -> str:
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+    return msg[:300]
+
+
+def _display_image(img: np.ndarray) -> np.ndarray:
+    """uint8 [S, S] or [S, S, 3] of a model input [C, S, S] in [0, 1]."""
+    return (np.clip(img.transpose(1, 2, 0) if img.shape[0] == 3 else img[0], 0, 1) * 255).astype(np.uint8)
+
+
+def _load_uploads(
+    run: Run, files: list[tuple[str, bytes]], threshold: float, root: Path
+) -> tuple[list, list]:
+    size, channels = input_shape(run)
+    rows: list[dict] = []
+    loaded: list[tuple[int, np.ndarray]] = []
+    for name, data in files:
+        row: dict = {
+            "file": str(name),
+            "sha256": "",
+            "score": None,
+            "decision": "error",
+            "threshold": threshold,
+            "error": None,
+        }
+        rows.append(row)
+        try:
+            if not data:
+                raise ValueError("empty file (0 bytes)")
+            path, sha = save_upload(data, name, root)
+            row.update(path=str(path), sha256=sha)
+            loaded.append((len(rows) - 1, load_image(path, size, channels)))
+        except (IngestError, ValueError, OSError) as e:
+            row["error"] = _one_line(e)
+    return rows, loaded
+
+
+def score_uploads(
+    run: Run, files: list[tuple[str, bytes]], threshold: float, root: str | Path, k: int | None = None
+) -> list[dict]:
+    """Score uploaded images (name, bytes) against a run, saving each under ``root``. One row per file,
+    in order: {file, sha256, path, score, decision, threshold, nn_rows, nn_dist, nn_source, embedding,
+    image, coords, error}. A file that cannot be used gets score None, decision "error" and a one-line
+    ``error``."""
+    rows, loaded = _load_uploads(run, files, threshold, Path(root))
+    if not loaded:
+        return rows
+    try:
+        emb, scores, nn_rows, nn_dist = embed_and_score(run, [img for _, img in loaded], k)
+    except (RunError, OSError, RuntimeError, ValueError, KeyError) as e:  # e.g. model.pt missing
+        for i, _ in loaded:
+            rows[i]["error"] = f"cannot score with run {run.name}: {_one_line(e)}"
+        return rows
+    coords = star_coords(run, emb)
+    for j, (i, img) in enumerate(loaded):
+        rows[i].update(
+            score=float(scores[j]),
+            decision="anomaly" if scores[j] > threshold else "normal",
+            nn_rows=[int(r) for r in nn_rows[j]],
+            nn_dist=[float(d) for d in nn_dist[j]],
+            nn_source=[str(run.source[r]) for r in nn_rows[j]],
+            embedding=emb[j],
+            image=_display_image(img),
+            coords=None if coords is None else coords[j],
+        )
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,7 @@ of irregular blobs around the normal training samples. Two ways to draw it:
 * exact on a grid (`circle_grid_scores`, 2-D only): score 720 directions around the circle with the
   same kNN rule; the region is where the grid score <= t (`region_intervals`). Exact up to the
   grid step (0.5 degree).
-* caps (`cap_angle`, `arc_2d`, `cap_circle_3d`), used for 3-D: one spherical cap per normal class,
+* caps (`cap_angle`, `cap_circle_3d`), used for 3-D: one spherical cap per normal class,
   centred on the class mean direction, of angular radius arccos(1 - t), i.e. the directions whose
   cosine distance to the class mean is <= t. This is an APPROXIMATION: it treats each class as if
   all its samples sat on the class mean. It under-estimates the region of a spread-out class (its
@@ -25,8 +25,20 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+from core.losses import LOSS_SPECS
+
+if TYPE_CHECKING:
+    from core.runs import Run
+
+# Split codes of embeddings.npz's ``split`` array.
+# TODO(merge): core/rundir.py (the core helper's refactor) defines SPLIT_TRAIN/VAL/TEST: import them here.
+SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
+SPLIT_NAMES = {SPLIT_TRAIN: "train", SPLIT_VAL: "val", SPLIT_TEST: "test"}
 
 EPS = 1e-12
 
@@ -99,15 +111,77 @@ def display_coords(
 ) -> tuple[np.ndarray, float | None]:
     """Coordinates to draw a dim-2/3 embedding, and the radius of the hypersphere (None: raw plane).
 
-    l2softmax: alpha * normalised features on the sphere of radius alpha (the paper's picture).
-    softmax (or raw=True): the raw pre-normalisation features, whose radial spread is the point.
-    Other losses work on normalised embeddings: the unit sphere."""
+    A loss with alpha (L2-softmax): alpha * normalised features on the sphere of radius alpha (the
+    paper's picture). A loss off the sphere (softmax) or raw=True: the raw pre-normalisation features,
+    whose radial spread is the point. Other losses work on normalised embeddings: the unit sphere."""
+    spec = LOSS_SPECS.get(str(loss))
     if raw is None:
-        raw = loss == "softmax"
+        raw = spec is not None and not spec.on_sphere
     if raw:
         return np.asarray(emb, dtype=np.float64), None
-    radius = float(alpha) if (loss == "l2softmax" and alpha) else 1.0
+    radius = float(alpha) if (spec is not None and spec.has_alpha and alpha) else 1.0
     return radius * unit(emb), radius
+
+
+def draw_raw(loss: str) -> bool:
+    """True for a loss whose features are not compared on a sphere (softmax): drawn on its raw plane."""
+    spec = LOSS_SPECS.get(str(loss))
+    return spec is not None and not spec.on_sphere
+
+
+def class_name(run: Run, row: int) -> str:
+    lab = int(run.label[row])
+    return run.class_names[lab] if 0 <= lab < len(run.class_names) else str(lab)
+
+
+def normal_classes(run: Run) -> list[int]:
+    return [int(c) for c in run.summary.get("normal_classes", [])]
+
+
+@dataclass
+class Coords:
+    xy: np.ndarray | None  # [N, 2|3] or None when the projection is not available
+    radius: float | None  # sphere radius drawn (None: raw plane / projection)
+    kind: str  # "sphere", "raw", "pca", "umap", "umap_sphere", "missing"
+    note: str = ""
+
+
+FALLBACK_PROJECTIONS = ("umap", "pca")
+
+
+def run_coords(run: Run, projection: str = "umap", raw: bool | None = None) -> Coords:
+    """What a page draws for a run. Never computes UMAP here (numba compile = 40-50 s)."""
+    dim = int(run.emb.shape[1])
+    if dim <= 3:
+        xy, radius = display_coords(run.emb, str(run.summary.get("loss")), run.alpha, raw)
+        return Coords(xy, radius, "raw" if radius is None else "sphere")
+    proj = run.projection
+    if projection == "umap_sphere" and projection in proj:
+        return Coords(proj[projection], 1.0, projection, "UMAP laid out on the unit sphere (haversine).")
+    if projection in proj:
+        return Coords(proj[projection], None, projection)
+    for other in FALLBACK_PROJECTIONS:
+        if other in proj:
+            return Coords(
+                proj[other], None, other, f"'{projection}' is not available; showing {other.upper()}"
+            )
+    if run.status.get("state") == "running" or run.status.get("phase") == "projecting":
+        return Coords(None, None, "missing", "The projection is being computed by the training job…")
+    return Coords(
+        None, None, "missing", "No projection is available for this run (trained with projection 'none'?)."
+    )
+
+
+def star_coords(run: Run, emb: np.ndarray, projection: str = "umap") -> np.ndarray | None:
+    """Where new embeddings land on the run's view (the Anomaly page's map): direct on the hypersphere
+    for dim <= 3, kNN-weighted placement on the 2-D projection otherwise (approximate)."""
+    if run.emb.shape[1] <= 3:
+        xy, _ = display_coords(emb, str(run.summary.get("loss")), run.alpha, raw=False)
+        return xy
+    c = run_coords(run, projection)
+    if c.xy is None:
+        return None
+    return place_in_projection(emb, run.emb, c.xy)
 
 
 def class_mean_directions(
@@ -135,13 +209,6 @@ def class_rays(class_weights: np.ndarray, length: float) -> np.ndarray:
 def cap_angle(threshold: float) -> float:
     """Angular radius (radians) of the set {x : 1 - cos(x, centre) <= threshold}."""
     return float(np.arccos(np.clip(1.0 - float(threshold), -1.0, 1.0)))
-
-
-def arc_2d(direction: np.ndarray, angle: float, radius: float = 1.0, n: int = 64) -> np.ndarray:
-    """Points [n, 2] of the circle arc of half-angle `angle` centred on `direction`."""
-    centre = float(np.arctan2(direction[1], direction[0]))
-    t = np.linspace(centre - angle, centre + angle, n)
-    return radius * np.stack([np.cos(t), np.sin(t)], axis=1)
 
 
 def cap_circle_3d(direction: np.ndarray, angle: float, radius: float = 1.0, n: int = 64) -> np.ndarray:
@@ -271,8 +338,6 @@ def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 2000) -> tuple[np
 
 
 # --------------------------------------------------------------------------- CSV
-
-SPLIT_NAMES = {0: "train", 1: "val", 2: "test"}
 
 
 def selection_csv(

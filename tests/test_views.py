@@ -18,15 +18,6 @@ def test_cap_angle_values():
     assert views.cap_angle(-1.0) == pytest.approx(0.0)
 
 
-def test_arc_2d_spans_the_cap_around_the_direction():
-    arc = views.arc_2d(np.array([0.0, 2.0]), np.radians(30), radius=3.0, n=7)
-    assert arc.shape == (7, 2)
-    np.testing.assert_allclose(np.linalg.norm(arc, axis=1), 3.0)
-    np.testing.assert_allclose(arc[3], [0.0, 3.0], atol=1e-12)  # centre on the direction
-    ends = np.degrees(np.arctan2(arc[[0, -1], 1], arc[[0, -1], 0]))
-    np.testing.assert_allclose(ends, [60.0, 120.0])
-
-
 @pytest.mark.parametrize("direction", [[0, 0, 1.0], [1.0, 0, 0], [1.0, 2.0, -2.0]])
 def test_cap_circle_3d_is_at_the_cap_angle(direction):
     t = 0.25

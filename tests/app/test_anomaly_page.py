@@ -13,8 +13,10 @@ import pytest
 from PIL import Image
 
 from benchmarks.bench_ui import write_synthetic_run
+from core import catalog, score
+from core.anomaly_view import anomaly_base
 from core.runs import load_run
-from ui import explore_helpers as h
+from ui.plotly_spec import RawFigure
 
 RUN_2D = "fixture-l2softmax-d2"
 RUN_16D = "fixture-l2softmax-d16"
@@ -56,7 +58,7 @@ def test_page_renders_with_curves(root_with_runs, app_test, run):
     specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
     assert len(specs) == 4  # histogram, ROC, PR, the map
     for spec in specs:
-        h.RawFigure(spec["data"], spec["layout"]).validated()  # plotly accepts every spec
+        RawFigure(spec["data"], spec["layout"]).validated()  # plotly accepts every spec
     if run == RUN_2D:
         assert "normal region (score ≤ t)" in [t.get("name") for t in specs[3]["data"]]
     assert sum(confusion(at)) == int(m["normal test samples"]) + int(m["anomalous test samples"])
@@ -89,7 +91,7 @@ def test_slider_changes_confusion_matrix(root_with_runs, app_test):
 def test_suggestion_buttons_set_slider(root_with_runs, app_test):
     at = open_page(app_test, RUN_2D)
     key = f"anomaly_thr::{RUN_2D}"
-    base = h.anomaly_base(str((root_with_runs / RUN_2D).resolve()), h.run_mtime(root_with_runs / RUN_2D))
+    base = anomaly_base(str((root_with_runs / RUN_2D).resolve()), catalog.run_mtime(root_with_runs / RUN_2D))
     seen = {}
     for name in ("p99", "best_f1", "youden", "p95"):
         at.button(key=f"anomaly_suggest_{name}").click().run()
@@ -102,7 +104,6 @@ def test_suggestion_buttons_set_slider(root_with_runs, app_test):
 
 
 def test_save_threshold_is_used_by_core_score(root_with_runs, app_test, tmp_path, capsys):
-    from core import score
 
     run_dir = root_with_runs / RUN_16D
     at = open_page(app_test, RUN_16D)
@@ -135,7 +136,7 @@ def test_inspect_uploads_direct(root_with_runs, tmp_path):
         ("empty.png", b""),
         ("../../escape.png", png_bytes(4)),
     ]
-    rows = h.inspect_uploads(run, files, threshold=0.01, root=tmp_path / "uploads")
+    rows = score.score_uploads(run, files, threshold=0.01, root=tmp_path / "uploads")
     assert [r["file"] for r in rows] == [f for f, _ in files]
     good, corrupt, text, empty, escape = rows
     for bad in (corrupt, text, empty):
@@ -155,7 +156,7 @@ def test_inspect_uploads_direct(root_with_runs, tmp_path):
 
 def test_inspect_on_16d_places_star_approximately(root_with_runs, tmp_path):
     run = load_run(root_with_runs / RUN_16D)
-    (row,) = h.inspect_uploads(run, [("a.png", png_bytes(5))], threshold=0.5, root=tmp_path)
+    (row,) = score.score_uploads(run, [("a.png", png_bytes(5))], threshold=0.5, root=tmp_path)
     xy = run.projection["pca"]
     assert row["coords"].shape == (2,)
     assert xy[:, 0].min() - 1e-6 <= row["coords"][0] <= xy[:, 0].max() + 1e-6

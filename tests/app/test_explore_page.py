@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from benchmarks.bench_ui import write_synthetic_run
-from ui import explore_helpers as h
+from core.score import safe_upload_name, save_upload
+from ui.embedding_plot import selected_rows
+from ui.plotly_spec import RawFigure, expand
 
 RUN_2D = "fixture-l2softmax-d2"
 RUN_16D = "fixture-l2softmax-d16"
@@ -40,9 +42,9 @@ def test_dim2_circle_rays_and_norm_view(root_with_runs, app_test):
     assert any(n and n.startswith("circle r=16") for n in names(scatter))  # the circle of radius alpha
     assert "class weights" in names(scatter)  # rays
     points = [t for t in scatter["data"] if t.get("type") == "scattergl"]
-    assert sum(len(h._expand(t["x"])) for t in points) > 1000
+    assert sum(len(expand(t["x"])) for t in points) > 1000
     # points sit on the circle of radius alpha
-    xs, ys = h._expand(points[0]["x"]), h._expand(points[0]["y"])
+    xs, ys = expand(points[0]["x"]), expand(points[0]["y"])
     np.testing.assert_allclose(np.hypot(xs, ys), 16.0, rtol=1e-4)
     # the feature-norm histogram and the 16 lowest / highest norm galleries
     assert len(charts(at)) == 2
@@ -50,7 +52,7 @@ def test_dim2_circle_rays_and_norm_view(root_with_runs, app_test):
     assert sum(b.count("<figure") for b in htmls) == 32
     assert any("16 lowest norms" in m.value for m in at.markdown)
     # every spec plotly would accept
-    h.RawFigure(scatter["data"], scatter["layout"]).validated()
+    RawFigure(scatter["data"], scatter["layout"]).validated()
 
 
 def test_dim16_uses_pca_projection(root_with_runs, app_test):
@@ -91,6 +93,13 @@ def test_downsampling_notice_and_compare(root_with_runs, app_test):
     at.selectbox(key="explore_run_b").set_value(RUN_16D).run()
     assert not at.exception, at.exception
     assert len(at.get("plotly_chart")) >= 3  # two scatters + at least one norm histogram
+    # the second column really shows the second run: its heading and its PCA scatter
+    headings = [s.value for s in at.subheader]
+    assert any(h.startswith(RUN_2D) for h in headings) and any(h.startswith(RUN_16D) for h in headings)
+    scatters = [sp for sp in charts(at) if any(t.get("type") == "scattergl" for t in sp["data"])]
+    titles = [sp["layout"].get("xaxis", {}).get("title", {}).get("text") for sp in scatters]
+    assert "PCA 1" in titles, titles  # the dim-16 run is drawn on its PCA projection
+    assert any(n and n.startswith("circle r=16") for sp in scatters for n in names(sp))  # and the 2-D one
 
 
 def test_dim3_sphere(checkpoints_root, app_test):
@@ -101,7 +110,7 @@ def test_dim3_sphere(checkpoints_root, app_test):
     spec = charts(at)[0]
     types = {t["type"] for t in spec["data"]}
     assert {"surface", "scatter3d"} <= types
-    h.RawFigure(spec["data"], spec["layout"]).validated()
+    RawFigure(spec["data"], spec["layout"]).validated()
 
 
 def test_tampered_and_projectionless_runs(root_with_runs, app_test):
@@ -127,15 +136,15 @@ def test_tampered_and_projectionless_runs(root_with_runs, app_test):
 
 def test_selected_rows_and_selection_csv():
     event = {"selection": {"points": [{"customdata": 7}, {"customdata": [3]}, {"x": 1}, {"customdata": 7}]}}
-    assert h.selected_rows(event) == [3, 7]
-    assert h.selected_rows({}) == [] and h.selected_rows(None) == []
+    assert selected_rows(event) == [3, 7]
+    assert selected_rows({}) == [] and selected_rows(None) == []
 
 
 @pytest.mark.parametrize("name", ["../../etc/passwd", "a/b\\c.png", "..", "x" * 300 + ".png", "ünï cödé.png"])
 def test_safe_upload_name(name, tmp_path):
-    safe = h.safe_upload_name(name)
+    safe = safe_upload_name(name)
     assert "/" not in safe and "\\" not in safe and not safe.startswith(".") and 0 < len(safe) <= 100
-    path, sha = h.save_upload(b"data", name, tmp_path)
+    path, sha = save_upload(b"data", name, tmp_path)
     assert path.parent.parent == tmp_path.resolve() and path.parent.name == sha
 
 
@@ -154,6 +163,6 @@ def test_umap_on_a_sphere_option(checkpoints_root, app_test):
     spec = charts(at)[0]
     assert {"surface", "scatter3d"} <= {t["type"] for t in spec["data"]}
     pts = [t for t in spec["data"] if t["type"] == "scatter3d" and t.get("name") != "class weights"]
-    xyz = np.stack([h._expand(pts[0][c]) for c in "xyz"], axis=1)
+    xyz = np.stack([expand(pts[0][c]) for c in "xyz"], axis=1)
     np.testing.assert_allclose(np.linalg.norm(xyz, axis=1), 1.0, rtol=1e-4)
     assert any("laid out on a sphere" in c.value for c in at.caption)

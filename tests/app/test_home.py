@@ -35,7 +35,9 @@ def test_home_empty_root(checkpoints_root, app_test):
     at = app_test().run()
     _no_exception(at)
     assert any("No runs yet" in i.value for i in at.info)
-    assert at.button(key="quick_demo")
+    demo = at.button(key="quick_demo")
+    assert demo.label == "Quick demo" and not demo.disabled
+    assert not jobs.list_runs(checkpoints_root)  # rendering the page starts nothing
 
 
 def test_malformed_run_shows_one_error_line_and_the_rest_works(root_with_runs, app_test):

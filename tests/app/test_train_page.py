@@ -16,7 +16,7 @@ from PIL import Image
 from core import jobs
 from core.fsutil import read_json, write_json
 from core.ingest import IngestError
-from ui import common
+from core.uploads import ingest_upload
 
 TRAIN = "pages/1_Train.py"
 
@@ -57,7 +57,8 @@ def test_l2softmax_alpha_help_has_alpha_low_for_training_classes(checkpoints_roo
     c = 10 - 4  # mnist classes minus the default held-out 6,7,8,9
     assert f"{math.log(0.9 * (c - 2) / 0.1):.2f}" in slider.help
     assert "C = 6" in slider.help
-    assert at.toggle(key="alpha_trainable") is not None
+    toggle = at.toggle(key="alpha_trainable")
+    assert toggle.label == "trainable α" and toggle.value is False  # off by default: a fixed radius
     # fewer held-out classes -> more training classes -> a larger bound
     at.multiselect(key="holdout:mnist-5k").set_value(["9"]).run()
     (slider,) = _alpha_slider(at)
@@ -207,20 +208,20 @@ def test_hostile_zip_upload_shows_one_line_error(checkpoints_root, app_test, nam
 def test_ingest_upload_stays_inside_uploads(tmp_path):
     root = tmp_path / "uploads"
     with pytest.raises(IngestError, match="zip slip"):
-        common.ingest_upload([("x.zip", _zip({"../x.png": _png()}))], None, root)
+        ingest_upload([("x.zip", _zip({"../x.png": _png()}))], None, root)
     assert not (tmp_path / "x.png").exists()
     # file names with path parts are reduced to their base name
-    folder = common.ingest_upload([("../../../etc/a.png", _png()), ("b.png", _png())], "../../cls", root)
+    folder = ingest_upload([("../../../etc/a.png", _png()), ("b.png", _png())], "../../cls", root)
     assert folder.parent == root
     stored = sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.png"))
     assert stored == ["cls/a.png", "cls/b.png"]
     # the same content twice reuses the folder
-    again = common.ingest_upload([("b.png", _png()), ("../../../etc/a.png", _png())], "../../cls", root)
+    again = ingest_upload([("b.png", _png()), ("../../../etc/a.png", _png())], "../../cls", root)
     assert again == folder
     with pytest.raises(IngestError, match="one .zip"):
-        common.ingest_upload([("a.zip", _zip({"c/a.png": _png()})), ("b.png", _png())], None, root)
+        ingest_upload([("a.zip", _zip({"c/a.png": _png()})), ("b.png", _png())], None, root)
     with pytest.raises(IngestError, match="not an image"):
-        common.ingest_upload([("notes.txt", b"hi")], "c", root)
+        ingest_upload([("notes.txt", b"hi")], "c", root)
 
 
 def test_processes_setting_only_with_several_gpus(checkpoints_root, app_test, monkeypatch):

@@ -1,0 +1,290 @@
+"""The embedding scatter of a run (Explore, Anomaly, Compare): WebGL points coloured by class,
+split, anomaly flag, decision or norm, on the circle/sphere of radius alpha with the class-weight
+rays, and the Anomaly page's normal-region overlay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from core import views
+from core.runs import Run
+from core.views import SPLIT_NAMES, Coords
+from ui.plotly_spec import PALETTE, RawFigure, arr
+
+
+def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
+    cw = np.asarray(run.class_weights)
+    if cw.size == 0 or cw.ndim != 2 or cw.shape[1] != dim or dim > 3:
+        return []
+    train_classes = run.summary.get("train_classes") or views.normal_classes(run)
+    segs = views.class_rays(cw, length)
+    xs: list = []
+    ys: list = []
+    zs: list = []
+    texts: list = []
+    for i, seg in enumerate(segs):
+        c = int(train_classes[i]) if i < len(train_classes) else i
+        name = run.class_names[c] if 0 <= c < len(run.class_names) else str(c)
+        xs += [0.0, float(seg[1, 0]), None]
+        ys += [0.0, float(seg[1, 1]), None]
+        if dim == 3:
+            zs += [0.0, float(seg[1, 2]), None]
+        texts += ["", f"w[{name}]", ""]
+    trace = {
+        "x": xs,
+        "y": ys,
+        "mode": "lines+text",
+        "text": texts,
+        "name": "class weights",
+        "hoverinfo": "skip",
+    }
+    if dim == 2:
+        return [
+            {
+                **trace,
+                "type": "scatter",
+                "textposition": "top center",
+                "line": {"color": "black", "width": 1.5},
+            }
+        ]
+    return [{**trace, "type": "scatter3d", "z": zs, "line": {"color": "black", "width": 4}}]
+
+
+def circle_trace(radius: float) -> dict:
+    t = np.linspace(0, 2 * np.pi, 361)
+    return {
+        "type": "scatter",
+        "x": arr(radius * np.cos(t)),
+        "y": arr(radius * np.sin(t)),
+        "mode": "lines",
+        "name": f"circle r={radius:.3g}",
+        "line": {"color": "grey", "width": 1, "dash": "dot"},
+        "hoverinfo": "skip",
+    }
+
+
+def sphere_surface(radius: float, n: int = 40) -> dict:
+    u, v = np.meshgrid(np.linspace(0, 2 * np.pi, n), np.linspace(0, np.pi, n // 2))
+    return {
+        "type": "surface",
+        "x": (radius * np.cos(u) * np.sin(v)).round(4).tolist(),
+        "y": (radius * np.sin(u) * np.sin(v)).round(4).tolist(),
+        "z": (radius * np.cos(v)).round(4).tolist(),
+        "opacity": 0.15,
+        "showscale": False,
+        "colorscale": [[0, "#9ecae1"], [1, "#9ecae1"]],
+        "hoverinfo": "skip",
+        "name": "sphere",
+    }
+
+
+def colour_groups(
+    run: Run, colour_by: str, rows: np.ndarray, pred: np.ndarray | None = None
+) -> list[tuple[str, np.ndarray]]:
+    """(legend name, rows) per discrete colour group."""
+    if colour_by == "split":
+        return [(name, rows[run.split[rows] == code]) for code, name in SPLIT_NAMES.items()]
+    if colour_by == "anomaly":
+        return [("normal", rows[~run.anomaly[rows]]), ("anomaly (held out)", rows[run.anomaly[rows]])]
+    if colour_by == "decision" and pred is not None:
+        return [("called normal", rows[~pred[rows]]), ("called anomaly", rows[pred[rows]])]
+    labels = run.label[rows]
+    return [
+        (run.class_names[c] if c < len(run.class_names) else str(c), rows[labels == c])
+        for c in np.unique(labels)
+    ]
+
+
+HOVER = "row %{customdata}<extra>%{fullData.name}</extra>"
+
+
+def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> dict:
+    dim = xy.shape[1]
+    t = {
+        "type": "scattergl" if dim == 2 else "scatter3d",
+        "mode": "markers",
+        "name": name,
+        "x": arr(xy[rows, 0]),
+        "y": arr(xy[rows, 1]),
+        "customdata": arr(rows, "i4"),
+        "marker": marker,
+        "hovertemplate": HOVER,
+    }
+    if dim == 3:
+        t["z"] = arr(xy[rows, 2])
+    return t
+
+
+def scatter_figure(
+    run: Run,
+    coords: Coords,
+    rows: np.ndarray,
+    colour_by: str = "class",
+    pred: np.ndarray | None = None,
+    height: int = 560,
+    extra: list | None = None,
+) -> RawFigure:
+    """WebGL scatter of `rows` (customdata = row index, so selections survive downsampling)."""
+    xy = coords.xy
+    dim = xy.shape[1]
+    rows = np.asarray(rows, dtype=np.int64)
+    traces: list[dict] = []
+    size = 4 if dim == 2 else 2.5
+    if coords.radius:
+        traces.append(sphere_surface(coords.radius) if dim == 3 else circle_trace(coords.radius))
+    if colour_by == "norm":
+        marker = {
+            "size": size,
+            "color": arr(run.norm[rows]),
+            "colorscale": "Viridis",
+            "showscale": True,
+            "colorbar": {"title": {"text": "‖f‖"}},
+        }
+        traces.append(_points(xy, rows, "samples", marker))
+    else:
+        for i, (name, r) in enumerate(colour_groups(run, colour_by, rows, pred)):
+            if len(r) == 0:
+                continue
+            colour = (
+                ["#4c78a8", "#e45756"][i]
+                if colour_by in ("anomaly", "decision")
+                else PALETTE[i % len(PALETTE)]
+            )
+            marker = {"size": size, "color": colour}
+            if dim == 2:
+                marker["opacity"] = 0.8
+            traces.append(_points(xy, r, name, marker))
+    if coords.kind in ("sphere", "raw"):
+        if coords.radius:
+            length = coords.radius * 1.15
+        else:
+            length = float(np.percentile(np.linalg.norm(xy[rows], axis=1), 95)) * 1.1 if len(rows) else 1.0
+        traces += _ray_traces(run, length, dim)
+    traces += extra or []
+    layout: dict = {
+        "height": height,
+        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "legend": {"itemsizing": "constant"},
+        "uirevision": run.name,
+    }
+    if dim == 2:
+        layout["dragmode"] = "lasso"
+        layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
+        layout["xaxis"] = {}
+        if coords.kind in ("pca", "umap"):
+            layout["xaxis"]["title"] = {"text": f"{coords.kind.upper()} 1"}
+            layout["yaxis"]["title"] = {"text": f"{coords.kind.upper()} 2"}
+    else:
+        layout["scene"] = {"aspectmode": "data"}
+    return RawFigure(traces, layout)
+
+
+def selected_rows(event: Any) -> list[int]:
+    """Row indices from a st.plotly_chart selection event (customdata carries the row)."""
+    try:
+        points = event["selection"]["points"]
+    except (KeyError, TypeError, AttributeError):
+        return []
+    rows = []
+    for p in points or []:
+        cd = p.get("customdata") if isinstance(p, dict) else None
+        if isinstance(cd, (list, tuple)):
+            cd = cd[0] if cd else None
+        if cd is None:
+            continue
+        try:
+            rows.append(int(cd))
+        except (TypeError, ValueError):
+            continue
+    return sorted(set(rows))
+
+
+def decision_region_traces(base: dict, threshold: float) -> list[dict]:
+    """Normal region at `threshold` on the 2-D circle (exact on a 0.5° grid) or the 3-D sphere
+    (caps around normal class mean directions: approximate, see core/views.py)."""
+    coords = base["coords"]
+    radius = coords.radius or 1.0
+    xs: list = []
+    ys: list = []
+    if base["dim"] == 2 and "grid" in base:
+        angles, gs = base["grid"]
+        for a0, a1 in views.region_intervals(angles, gs, threshold):
+            t = np.linspace(a0, a1, max(2, int((a1 - a0) / 0.01)))
+            xs += (radius * 1.04 * np.cos(t)).round(5).tolist() + [None]
+            ys += (radius * 1.04 * np.sin(t)).round(5).tolist() + [None]
+        return [
+            {
+                "type": "scatter",
+                "x": xs or [None],
+                "y": ys or [None],
+                "mode": "lines",
+                "name": "normal region (score ≤ t)",
+                "line": {"color": "#2ca02c", "width": 6},
+                "hoverinfo": "skip",
+            }
+        ]
+    if base["dim"] == 3:
+        angle = views.cap_angle(threshold)
+        zs: list = []
+        for d in base["directions"].values():
+            ring = views.cap_circle_3d(d, angle, radius * 1.01, n=72).round(5)
+            xs += ring[:, 0].tolist() + [None]
+            ys += ring[:, 1].tolist() + [None]
+            zs += ring[:, 2].tolist() + [None]
+        return [
+            {
+                "type": "scatter3d",
+                "x": xs or [None],
+                "y": ys or [None],
+                "z": zs or [None],
+                "mode": "lines",
+                "name": "normal caps (approx.)",
+                "line": {"color": "#2ca02c", "width": 5},
+                "hoverinfo": "skip",
+            }
+        ]
+    return []
+
+
+def embedding_figure(
+    run: Run, title: str, max_points: int = 1500, height: int = 330
+) -> tuple[RawFigure | None, str]:
+    """A small embedding figure for the grid: the circle of radius alpha (2-D L2-softmax), the raw plane
+    (softmax), the sphere (3-D), or the run's stored UMAP/PCA (dim > 3; never computed here). The same
+    seed picks the same stratified sample in every run. Returns (figure | None, note)."""
+    coords = views.run_coords(run, "umap")
+    if coords.xy is None:
+        return None, coords.note or "no 2-D view stored for this run"
+    rows = views.downsample_indices(len(run.label), max_points, seed=0, strata=run.label)
+    fig = scatter_figure(run, coords, rows, colour_by="class", height=height)
+    layout = fig.to_dict()["layout"]
+    layout.update(
+        showlegend=False,
+        dragmode="pan",
+        title={"text": title, "x": 0.02, "font": {"size": 13}},
+        margin={"l": 10, "r": 10, "t": 35, "b": 10},
+    )
+    dim = coords.xy.shape[1]
+    if coords.kind == "sphere":
+        shape = "circle" if dim == 2 else "sphere"
+        note = f"{shape} of radius {coords.radius:.3g}" if coords.radius else shape
+    else:
+        note = {
+            "raw": "raw features (no normalisation)" + ("" if dim == 2 else ", 3-D"),
+            "pca": "PCA of the directions",
+            "umap": "UMAP of the directions (seed shared by all runs)",
+        }.get(coords.kind, coords.kind)
+    if coords.kind == "pca" and "umap" in coords.note.lower():
+        return fig, note + " (no UMAP stored for this run)"
+    return fig, (note + (f" · {coords.note}" if coords.note else ""))
+
+
+def class_legend(run: Run) -> list[tuple[str, str]]:
+    """(class name, colour) in the order the small multiples colour them."""
+    labels = np.unique(run.label)
+    return [
+        (run.class_names[c] if c < len(run.class_names) else str(c), PALETTE[i % len(PALETTE)])
+        for i, c in enumerate(labels)
+    ]
