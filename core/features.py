@@ -121,13 +121,19 @@ def load_cached(path: Path, key: str) -> dict[str, np.ndarray] | None:
 
 
 def cached_features(
-    data_root: str | Path, key: str, compute: Callable[[], dict[str, np.ndarray]]
+    data_root: str | Path,
+    key: str,
+    compute: Callable[[], dict[str, np.ndarray]],
+    notices: list[str] | None = None,
 ) -> tuple[dict[str, np.ndarray], bool]:
-    """(arrays, hit): the valid cache file for `key`, else `compute()` written to a fresh cache file."""
+    """(arrays, hit): the valid cache file for `key`, else `compute()` written to a fresh cache file.
+    A file that exists but fails the check adds a one-line notice to `notices` (when given)."""
     path = cache_path(data_root, key)
     arrays = load_cached(path, key)
     if arrays is not None:
         return arrays, True
+    if path.exists() and notices is not None:
+        notices.append(f"cached features {path} were damaged or changed; recomputed them")
     arrays = compute()
     save_cached(path, key, arrays)
     return arrays, False
@@ -204,6 +210,7 @@ def cached_extract(
     data_root: str | Path,
     spec: FeatureSpec,
     fingerprint: str | None = None,
+    notices: list[str] | None = None,
     **extract_kwargs: object,
 ) -> tuple[np.ndarray, bool]:
     """(features, hit): `extract_features` through the cache. `fingerprint` defaults to the pixels'
@@ -216,5 +223,5 @@ def cached_extract(
         feats = extract_features(images, spec.layers, spec.image_size, spec.pretrained, **extract_kwargs)
         return {"features": feats}
 
-    arrays, hit = cached_features(data_root, key, compute)
+    arrays, hit = cached_features(data_root, key, compute, notices)
     return arrays["features"], hit

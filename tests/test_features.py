@@ -60,8 +60,12 @@ def test_cache_miss_then_hit_with_identical_features(tmp_path, image_files, extr
     spec = FeatureSpec(image_size=SIZE)
     fp = files_fingerprint(image_files)
     images = _read(image_files)
-    first, hit1 = cached_extract(images, tmp_path / "data", spec, fp, extractor=extractor, device="cpu")
+    notices = []
+    first, hit1 = cached_extract(
+        images, tmp_path / "data", spec, fp, notices, extractor=extractor, device="cpu"
+    )
     assert not hit1 and first.shape == (4, 1280)
+    assert notices == []  # a first computation is not a damaged file
     assert cache_path(tmp_path / "data", feature_cache_key(fp, spec)).is_file()
     second, hit2 = cached_extract(images, tmp_path / "data", spec, fp, extractor=extractor, device="cpu")
     assert hit2
@@ -94,8 +98,10 @@ def test_tampered_byte_is_detected_and_recomputed(tmp_path):
     raw[len(raw) // 2] ^= 0xFF
     path.write_bytes(bytes(raw))
     assert load_cached(path, "k1") is None
-    again, hit = cached_features(tmp_path, "k1", compute)
+    notices = []
+    again, hit = cached_features(tmp_path, "k1", compute, notices)
     assert not hit and len(calls) == 2
+    assert len(notices) == 1 and str(path) in notices[0] and "recomputed" in notices[0]
     np.testing.assert_array_equal(again["features"], arrays["features"])
     assert load_cached(path, "k1") is not None  # rewritten, valid again
 
