@@ -75,7 +75,11 @@ def build_backbone(arch: str, in_channels: int, dim: int, pretrained: bool = Tru
         return SmallCNN(in_channels, dim)
     if arch == "resnet18":
         return ResNet18Embedding(in_channels, dim, pretrained=pretrained)
-    raise ValueError(f"unknown architecture '{arch}'; choose smallcnn or resnet18")
+    if arch == "efficientnet-lite0":  # grayscale is repeated to 3 channels inside the network
+        from core.backbones import EfficientNetLite0Embedding
+
+        return EfficientNetLite0Embedding(dim, pretrained=pretrained)
+    raise ValueError(f"unknown architecture '{arch}'; choose smallcnn, resnet18 or efficientnet-lite0")
 
 
 def default_arch(channels: int, image_size: int) -> str:
