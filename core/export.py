@@ -93,7 +93,14 @@ def _export_onnx(embedder: torch.nn.Module, example: torch.Tensor, path: Path) -
     common = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
     try:
         with redirect_stdout(io.StringIO()):  # the dynamo exporter narrates every step on stdout
-            torch.onnx.export(embedder, (example,), str(path), dynamic_shapes={"image": {0: batch}}, **common)
+            torch.onnx.export(
+                embedder,
+                (example,),
+                str(path),
+                dynamic_shapes={"image": {0: batch}},
+                external_data=False,  # one self-contained file; embedding nets are far below 2 GB
+                **common,
+            )
         return "torch.onnx.export (dynamo)"
     except Exception as e:  # noqa: BLE001 - any failure of the new exporter: fall back, say why
         print(
