@@ -43,18 +43,9 @@ def load(path: str) -> np.ndarray:
             if CHANNELS == 3
             else a[..., :1] * 0.299 + a[..., 1:2] * 0.587 + a[..., 2:] * 0.114
         )
-    if a.shape[:2] != (SIZE, SIZE):
-        a = np.stack(
-            [
-                np.asarray(
-                    Image.fromarray(np.ascontiguousarray(a[..., c]), "F").resize(
-                        (SIZE, SIZE), Image.Resampling.BILINEAR
-                    )
-                )
-                for c in range(a.shape[-1])
-            ],
-            -1,
-        )
+    if a.shape[:2] != (SIZE, SIZE):  # each channel as a float image, bilinear (antialiased)
+        planes = [Image.fromarray(np.ascontiguousarray(a[..., c]), "F") for c in range(a.shape[-1])]
+        a = np.stack([np.asarray(p.resize((SIZE, SIZE), Image.Resampling.BILINEAR)) for p in planes], -1)
     a = (np.clip(a, 0.0, 1.0) - CFG["preprocessing"]["mean"]) / CFG["preprocessing"]["std"]
     return a.transpose(2, 0, 1).astype(np.float32)
 
