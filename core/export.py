@@ -1,0 +1,198 @@
+"""`python -m core.export --run DIR --format onnx|torchscript [--out DIR]`: a run, ready for the line.
+
+Writes into the output folder:
+- `embedding.onnx` or `embedding.torchscript.pt`: the embedding network (what core.score embeds
+  with), batch dimension dynamic;
+- `reference_embeddings.npy`: the run's normal training embeddings, what core.score compares to;
+- `scoring.json`: threshold, k, the score's definition and the preprocessing, exactly as core.score
+  does it (core.ingest.load_image);
+- `score_exported.py`: a standalone scorer that needs only numpy, Pillow and onnxruntime (torch
+  instead of onnxruntime for the TorchScript file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import shutil
+import sys
+import tempfile
+from contextlib import redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from core.fsutil import write_json
+from core.runs import Run, RunError, load_run, load_run_model, saved_threshold
+
+FORMATS = ("onnx", "torchscript")
+MODEL_FILES = {"onnx": "embedding.onnx", "torchscript": "embedding.torchscript.pt"}
+REFERENCE_FILE = "reference_embeddings.npy"
+SCORING_FILE = "scoring.json"
+SCRIPT_FILE = "score_exported.py"
+SCRIPT_TEMPLATE = Path(__file__).with_name("export_template") / SCRIPT_FILE
+INPUT_NAME, OUTPUT_NAME = "image", "embedding"
+
+
+class ExportError(RuntimeError):
+    """One-line, user-facing reason an export could not be written."""
+
+
+@dataclass
+class ExportResult:
+    out_dir: Path
+    files: list[Path]
+    exporter: str  # which torch exporter produced the model file
+
+
+class _Embedder(torch.nn.Module):
+    """Exposes model.embed as forward, so the exported graph is exactly what core.score runs."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.embed(image)
+
+
+def preprocessing(run: Run) -> dict:
+    """core.score's preprocessing, spelled out for a reimplementation without this project."""
+    # The same fallbacks as core.score.score_files.
+    size = int(run.summary.get("image_size") or run.config.get("image_size") or 28)
+    channels = int(run.summary.get("channels") or 1)
+    return {
+        "image_size": size,
+        "channels": channels,
+        "layout": "NCHW float32",
+        "scale": "8-bit pixels / 255 (16-bit / 65535), so values lie in [0, 1]",
+        "mean": [0.0] * channels,
+        "std": [1.0] * channels,
+        "alpha": "transparency composited on black (RGBA, LA, P with transparency)",
+        "gray_from_rgb": "ITU-R 601-2 luma: 0.299 R + 0.587 G + 0.114 B",
+        "rgb_from_gray": "gray repeated in 3 channels",
+        "resize": "stretched to image_size x image_size, each channel as a float ('F') image, "
+        "Pillow BILINEAR (antialiased when shrinking), then clipped to [0, 1]",
+        "orientation": "EXIF orientation applied; JPEG drafted to >= image_size before decoding",
+    }
+
+
+def _reference_embeddings(run: Run) -> np.ndarray:
+    ref = run.emb[run.normal_train_mask].astype(np.float32)
+    if len(ref) == 0:
+        raise ExportError(f"{run.name}: embeddings.npz has no normal training embeddings to score against")
+    return ref
+
+
+def _export_onnx(embedder: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
+    """torch.onnx's default (dynamo) exporter; the TorchScript-based one if that fails."""
+    batch = torch.export.Dim("batch", min=1)
+    common = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    try:
+        with redirect_stdout(io.StringIO()):  # the dynamo exporter narrates every step on stdout
+            torch.onnx.export(
+                embedder,
+                (example,),
+                str(path),
+                dynamic_shapes={"image": {0: batch}},
+                external_data=False,  # one self-contained file; embedding nets are far below 2 GB
+                **common,
+            )
+        return "torch.onnx.export (dynamo)"
+    except Exception as e:  # noqa: BLE001 - any failure of the new exporter: fall back, say why
+        print(
+            f"notice: dynamo ONNX export failed ({e.__class__.__name__}); using dynamo=False", file=sys.stderr
+        )
+    torch.onnx.export(
+        embedder, (example,), str(path), dynamo=False, dynamic_axes={INPUT_NAME: {0: "batch"}}, **common
+    )
+    return "torch.onnx.export (dynamo=False)"
+
+
+def _export_torchscript(embedder: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
+    traced = torch.jit.trace(embedder, example)  # convolutional nets: no data-dependent control flow
+    torch.jit.save(traced, str(path))
+    return "torch.jit.trace"
+
+
+def _scoring_config(run: Run, fmt: str, exporter: str, reference: np.ndarray) -> dict:
+    return {
+        "run": run.name,
+        "format": fmt,
+        "exporter": exporter,
+        "model_file": MODEL_FILES[fmt],
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "reference_file": REFERENCE_FILE,
+        "threshold": run.threshold,  # a saved threshold.json wins over summary.json, as in core.score
+        "threshold_source": "threshold.json" if saved_threshold(run.run_dir) is not None else "summary.json",
+        "k": min(int(run.summary.get("k", 5)), len(reference)),
+        "score": "mean over the k nearest reference embeddings of the cosine distance 1 - cos, "
+        "clipped at 0; score > threshold means anomaly",
+        "preprocessing": preprocessing(run),
+        "loss": run.summary.get("loss"),
+        "alpha": run.summary.get("alpha"),
+        "dim": int(reference.shape[1]),
+    }
+
+
+def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path | None = None) -> ExportResult:
+    """Export a completed run (see module doc). RunError/ExportError with one line when it cannot.
+
+    Everything is written into a hidden folder inside `out_dir` first and then moved in file by file,
+    so an interrupted export never leaves a half-written model beside a valid scoring.json."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown format '{fmt}'; choose {' or '.join(FORMATS)}")
+    if not Path(run_dir).is_dir():
+        raise ExportError(f"run directory not found: {run_dir}")
+    run = load_run(run_dir)
+    model = load_run_model(run_dir)
+    reference = _reference_embeddings(run)
+    prep = preprocessing(run)
+    out = Path(out_dir) if out_dir else Path(run_dir) / f"export-{fmt}"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(dir=out, prefix=".export-"))
+    except OSError as e:
+        raise ExportError(f"cannot write the export folder {out} ({e.strerror or e})") from None
+    try:
+        # Two images, so a batch size of 1 is not baked into the graph as a constant.
+        example = torch.rand(2, prep["channels"], prep["image_size"], prep["image_size"])
+        export = _export_onnx if fmt == "onnx" else _export_torchscript
+        with torch.no_grad():
+            exporter = export(_Embedder(model).eval(), example, staging / MODEL_FILES[fmt])
+        np.save(staging / REFERENCE_FILE, reference, allow_pickle=False)
+        write_json(staging / SCORING_FILE, _scoring_config(run, fmt, exporter, reference))
+        shutil.copyfile(SCRIPT_TEMPLATE, staging / SCRIPT_FILE)
+        files = []
+        for f in sorted(staging.iterdir()):  # the ONNX exporter may add an external-weights file
+            os.replace(f, out / f.name)
+            files.append(out / f.name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ExportResult(out, files, exporter)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m core.export", description=__doc__.splitlines()[0])
+    p.add_argument("--run", required=True, help="completed run directory")
+    p.add_argument("--format", required=True, choices=FORMATS)
+    p.add_argument("--out", default=None, help="output folder (default: RUN/export-FORMAT)")
+    args = p.parse_args(argv)
+    try:
+        result = export_run(args.run, args.format, args.out)
+    except (RunError, ExportError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"exported {Path(args.run).name} to {result.out_dir} with {result.exporter}:")
+    for f in result.files:
+        print(f"  {f.name}")
+    print(f"score images with: python {result.out_dir / SCRIPT_FILE} IMAGE...")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
