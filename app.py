@@ -13,6 +13,7 @@ PAGES = (
     st.Page("pages/2_Explore.py", title="Explore", icon=":material/explore:", url_path="Explore"),
     st.Page("pages/3_Anomaly.py", title="Anomaly", icon=":material/troubleshoot:", url_path="Anomaly"),
     st.Page("pages/4_Compare.py", title="Compare", icon=":material/compare_arrows:", url_path="Compare"),
+    st.Page("pages/5_Tour.py", title="Tour", icon=":material/tour:", url_path="Tour"),
 )
 
 st.set_page_config(page_title="Hypersphere Explorer", page_icon=":material/public:", layout="wide")

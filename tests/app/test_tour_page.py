@@ -9,15 +9,12 @@ from streamlit.testing.v1 import AppTest
 SHIPPED = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
-def _tour() -> None:
-    from pages.tour import render
-
-    render()
+TOUR = str(Path(__file__).resolve().parents[2] / "pages" / "5_Tour.py")
 
 
 def test_tour_walks_forward_and_back_with_a_picture_per_step(monkeypatch):
     monkeypatch.setenv("HSE_CHECKPOINTS", str(SHIPPED))
-    at = AppTest.from_function(_tour, default_timeout=120).run()
+    at = AppTest.from_file(TOUR, default_timeout=120).run()
     titles = []
     for step in range(5):
         assert not at.exception, at.exception
@@ -38,7 +35,7 @@ def test_tour_walks_forward_and_back_with_a_picture_per_step(monkeypatch):
 
 def test_threshold_step_counts_change_with_the_slider(monkeypatch):
     monkeypatch.setenv("HSE_CHECKPOINTS", str(SHIPPED))
-    at = AppTest.from_function(_tour, default_timeout=120)
+    at = AppTest.from_file(TOUR, default_timeout=120)
     at.session_state["tour_step"] = 2
     at.run()
     before = [m.value for m in at.markdown if "caught" in m.value]

@@ -213,3 +213,6 @@ def render() -> None:
     if forward.button("Next →", disabled=step == len(STEPS) - 1, key="tour_next", width="stretch"):
         st.session_state[STEP_KEY] = step + 1
         st.rerun()
+
+
+render()
