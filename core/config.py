@@ -21,6 +21,11 @@ PROJECTIONS = ("auto", "pca", "umap", "none")
 BUNDLED_DATA = ("mnist-5k", "mnist")
 REFERENCE_KEYWORDS = ("auto", "none", "mnist-5k")
 DIM_RANGE = (2, 512)
+ARCHS = ("auto", "smallcnn", "resnet18", "efficientnet-lite0")
+# metric: train an embedding (any loss) and score by kNN distance to normal; knn: pretrained global
+# features, no training; patch: PatchCore-style memory bank of pretrained patch features.
+METHODS = ("metric", "knn", "patch")
+FINETUNE_BLOCKS_MAX = 16  # EfficientNet-Lite0 has 16 MBConv blocks
 
 
 def opt(
@@ -60,7 +65,22 @@ class TrainConfig:
     holdout_classes: list[str] = opt([], "comma-separated class names used as anomalies")
     reference: str = opt("auto", "auto, none, mnist-5k or PATH")
     seed: int = opt(0)
-    arch: str = opt("auto", "auto, smallcnn or resnet18")
+    arch: str = opt(
+        "auto",
+        "auto (smallcnn for digits, pretrained efficientnet-lite0 for photos), smallcnn, resnet18 "
+        "or efficientnet-lite0",
+        choices=ARCHS,
+    )
+    pretrained: bool = opt(True, "ImageNet weights for efficientnet-lite0/resnet18 (--no-pretrained: random)")
+    finetune_blocks: int = opt(
+        0, "efficientnet-lite0: unfreeze the last N blocks (slower; 0 trains the head on cached features)"
+    )
+    method: str = opt(
+        "metric",
+        "metric (trained embedding + kNN), knn (pretrained features, no training) or patch "
+        "(PatchCore-style patch memory bank, with defect maps)",
+        choices=METHODS,
+    )
     image_size: int | None = opt(None)
     augment: bool = opt(True)
     k: int = opt(DEFAULT_K, "neighbours for the anomaly score")
@@ -101,6 +121,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1")
         if self.mining not in MINING:
             raise ValueError(f"unknown mining '{self.mining}'; choose random, semihard or hard")
+        if not 0 <= int(self.finetune_blocks) <= FINETUNE_BLOCKS_MAX:
+            raise ValueError(f"finetune_blocks must be between 0 and {FINETUNE_BLOCKS_MAX}")
         if self.projection not in PROJECTIONS:
             raise ValueError("projection must be auto, pca, umap or none")
         for f in fields(self):
