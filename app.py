@@ -9,8 +9,10 @@ import streamlit as st
 from core import jobs
 from core.train import TrainConfig
 from ui import common
+from ui.password_gate import require_password
 
 st.set_page_config(page_title="Hypersphere Explorer", page_icon=":material/public:", layout="wide")
+require_password()  # HSE_PASSWORD: nothing below is shown until it is given
 
 DEMO_NAMES = ("demo-softmax", "demo-l2softmax")
 DEMO_EPOCHS = 6  # enough for the classes to spread round the circle; ~1-2 min for both runs on 2 cores

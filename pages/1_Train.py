@@ -13,9 +13,11 @@ from core import losses as L
 from core.ingest import DataError, IngestError
 from core.train import TrainConfig
 from ui import common
+from ui.password_gate import require_password
 
 st.set_page_config(page_title="Train · Hypersphere Explorer", page_icon=":material/model_training:",
                    layout="wide")
+require_password()  # HSE_PASSWORD: nothing below is shown until it is given
 
 LOSS_LABELS = {
     "softmax": "Softmax (no normalisation)",

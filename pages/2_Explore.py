@@ -7,8 +7,10 @@ import streamlit as st
 
 from core import views
 from ui import explore_helpers as h
+from ui.password_gate import require_password
 
 st.set_page_config(page_title="Explore · Hypersphere Explorer", layout="wide")
+require_password()  # HSE_PASSWORD: nothing below is shown until it is given
 st.title("Explore embeddings")
 st.caption(
     "L2-softmax puts every feature on a hypersphere of radius α; plain softmax lets easy samples grow "

@@ -11,8 +11,10 @@ import streamlit as st
 from core import anomaly, views
 from core.runs import save_threshold
 from ui import explore_helpers as h
+from ui.password_gate import require_password
 
 st.set_page_config(page_title="Anomaly · Hypersphere Explorer", layout="wide")
+require_password()  # HSE_PASSWORD: nothing below is shown until it is given
 st.title("Anomaly detection")
 st.caption(
     "Score = mean cosine distance to the k nearest normal training embeddings; a score above the "

@@ -13,10 +13,12 @@ from core.losses import LOSSES
 from ui import common
 from ui import compare as C
 from ui import explore_helpers as h
+from ui.password_gate import require_password
 
 st.set_page_config(
     page_title="Compare · Hypersphere Explorer", page_icon=":material/compare_arrows:", layout="wide"
 )
+require_password()  # HSE_PASSWORD: nothing below is shown until it is given
 st.title("Compare: what does α do?")
 st.caption(
     "L2-softmax (Ranjan et al. 2017) puts every feature on a hypersphere of radius α. Sweep α, and see "
