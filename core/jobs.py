@@ -239,6 +239,8 @@ def cancel(run_id: str, root: str | Path | None = None) -> dict:
     if st.get("state") not in LIVE_STATES:
         return st
     pid, start = st.get("pid"), st.get("pid_start")
+    # tells the job its SIGTERM is this cancel, not torchrun stopping the ranks after one failed
+    _update_status_if(run_dir, lambda s: s.get("state") in LIVE_STATES, cancel_requested=True)
     if pid and pid_alive(pid, start):
         try:
             os.killpg(int(pid), signal.SIGTERM)

@@ -644,6 +644,12 @@ def _sigterm_to_cancel(signum, frame):  # noqa: ARG001
     raise Cancelled("cancelled by user")
 
 
+def _ignore_sigterm() -> None:
+    """While the outcome is being recorded: torchrun's SIGTERM to the surviving ranks (or a second
+    cancel) must not interrupt the status.json write and leave the run `running`."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _wait_while_queued(run_dir: Path, poll: float = 0.3) -> None:
     """Ranks other than 0 of a queued distributed job: wait (reading only) until rank 0 got the slot."""
     while True:
@@ -670,7 +676,10 @@ def run_job(
     writes status.json, the other ranks wait for it and write nothing."""
     rank = dist_utils.env_rank() if distributed else 0
     writer = RunWriter(Path(config.run_dir)) if rank == 0 else _NoWriter()
+    if distributed and rank:  # rank 0 records a failure of this rank (see core/distributed.py)
+        dist_utils.start_failure_report(config.run_dir, rank)
     signal.signal(signal.SIGTERM, _sigterm_to_cancel)
+    rank_failure = None
     try:
         if queue_root:
             from core.jobs import wait_for_slot
@@ -682,21 +691,32 @@ def run_job(
         info = dist_utils.init(config.device) if distributed else None
         train(config, on_event, info)
     except Cancelled as e:
-        writer.status(state="cancelled", reason=str(e), ended=time.time())
-        return 3
+        _ignore_sigterm()
+        state, reason = "cancelled", str(e)
+        if distributed and rank == 0:  # torchrun stops rank 0 this way when another rank ended
+            state, reason = dist_utils.outcome_of_stop(config.run_dir, writer.read_status(), reason)
+        writer.status(state=state, reason=reason, ended=time.time())
+        return 3 if state == "cancelled" else 1
     except KeyboardInterrupt:
+        _ignore_sigterm()
         writer.status(state="cancelled", reason="interrupted", ended=time.time())
         return 3
     except Exception as e:  # noqa: BLE001 - every failure must land in status.json with its reason
+        _ignore_sigterm()
         from core.data import DataError
 
         reason = _failure_reason(e)
+        rank_failure = reason
+        if distributed and rank == 0:  # e.g. "Connection closed by peer": the peer's own error says more
+            reason = dist_utils.peer_failure(config.run_dir) or reason
         if not isinstance(e, (DataError, ValueError)):
             traceback.print_exc()
         writer.status(state="failed", reason=reason, ended=time.time())
         print(f"error{f' (rank {rank})' if rank else ''}: {reason}", file=sys.stderr, flush=True)
         return 2 if isinstance(e, (DataError, ValueError)) else 1
     finally:
+        if distributed and rank:  # before teardown: rank 0 sees the report once this rank is gone
+            dist_utils.finish_failure_report(config.run_dir, rank, rank_failure)
         if distributed:
             dist_utils.teardown()
     writer.status(state="completed", phase="done", progress=1.0, eta_s=0.0, ended=time.time())
