@@ -16,9 +16,11 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import numpy as np
 import torch
@@ -89,6 +91,27 @@ def init(device: str = "auto") -> DistInfo:
 def teardown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_rank(code: int) -> NoReturn:
+    """End a rank's process without Python's interpreter finalization (what `multiprocessing` does
+    for its workers), once everything it wrote is closed and its output flushed.
+
+    Why: destroy_process_group() does not stop the gloo backend of a DDP run. DDP keeps C++
+    references to the process group, so its native threads (two `pt_gloo_runloop` workers and the
+    `gloo_tcp_loop`) keep running; shutdown() and abort() do not join them. A normal exit then
+    finalizes the interpreter and runs C++ static destructors while those threads are alive. A native
+    thread that touches the interpreter (the GIL) during finalization is ended by Python with a
+    forced unwind, and a C++ thread object destroyed while still joinable calls std::terminate:
+    "terminate called without an active exception", SIGABRT. Ranks other than 0 hit it most, since
+    they exit while rank 0 still evaluates and holds the connections; CPU load widens the window.
+    os._exit ends the process (and those threads) at once, with the exit code torchrun reports."""
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed or broken pipe: nothing more can be said
+            pass
+    os._exit(int(code))
 
 
 def barrier(info: DistInfo) -> None:
@@ -358,8 +381,8 @@ def start_failure_report(run_dir: str | Path, rank: int) -> None:
 
 
 def finish_failure_report(run_dir: str | Path, rank: int, reason: str | None) -> None:
-    """A rank other than 0, at its end: leave `reason` for rank 0 (None: it succeeded, remove the
-    empty crash file)."""
+    """A rank other than 0, at its end: leave `reason` (None: it succeeded) for rank 0, and remove
+    the crash file, empty since this process did not crash."""
     import faulthandler
 
     run_dir = Path(run_dir)
@@ -367,7 +390,6 @@ def finish_failure_report(run_dir: str | Path, rank: int, reason: str | None) ->
         from core.fsutil import write_json
 
         write_json(_error_path(run_dir, rank), {"rank": rank, "reason": reason})
-        return
     f = _fault_files.pop(rank, None)
     if f is not None:
         faulthandler.disable()

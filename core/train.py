@@ -874,4 +874,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if "--distributed" in sys.argv[1:]:  # a rank under torchrun: no interpreter finalization
+        dist_utils.exit_rank(exit_code)
+    sys.exit(exit_code)

@@ -26,4 +26,4 @@ if os.environ.get("RANK") == os.environ.get("HSE_TEST_FAULT_RANK"):
 
     du.all_reduce = faulty_all_reduce
 
-sys.exit(train.main())
+du.exit_rank(train.main())  # as core/train.py's __main__ does for a rank
