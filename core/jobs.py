@@ -1,8 +1,9 @@
 """Background training jobs whose whole state lives in files under the checkpoints root.
 
 Each job is `python -m core.train --config ... --queue-root ROOT` in a new session. The job itself
-waits for a slot (FIFO, at most `max_parallel()` running) under an flock on ROOT/.queue.lock, so the
-queue holds across Streamlit reruns, browser sessions and server restarts, with no daemon."""
+waits for a slot (FIFO, at most `max_parallel()` slots in use, a job of `nproc` N taking N) under an
+flock on ROOT/.queue.lock, so the queue holds across Streamlit reruns, browser sessions and server
+restarts, with no daemon."""
 
 from __future__ import annotations
 
@@ -309,6 +310,30 @@ def queue(root: str | Path | None = None) -> list[dict]:
     return sorted(live, key=lambda r: (r["state"] != "running", r.get("created") or 0))
 
 
+def slots_needed(run_dir: Path, capacity: int) -> int:
+    """Slots a job takes: one per process (`nproc` ranks: N CPU slots, or N GPUs), at most the whole
+    capacity so a job larger than the machine still runs, alone."""
+    try:
+        nproc = int(read_json(run_dir / "config.json").get("nproc") or 1)
+    except (OSError, ValueError, TypeError, AttributeError):
+        nproc = 1
+    return max(1, min(nproc, capacity))
+
+
+def admitted_runs(runs: list[tuple[str, dict]], root: Path, capacity: int) -> list[str]:
+    """Queued runs that may start now: in submission order, while their slots fit next to the
+    running ones' (strict FIFO: a large job at the head is never overtaken by smaller ones)."""
+    used = sum(slots_needed(root / name, capacity) for name, s in runs if s["state"] == "running")
+    queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
+    admitted = []
+    for _, name in queued:
+        used += slots_needed(root / name, capacity)
+        if used > capacity:
+            break
+        admitted.append(name)
+    return admitted
+
+
 def wait_for_slot(run_dir: Path, root: Path, poll: float = 0.3) -> None:
     """Called by the job itself: block until it is at the head of the queue and a slot is free."""
     me = run_dir.resolve().name
@@ -331,10 +356,7 @@ def wait_for_slot(run_dir: Path, root: Path, poll: float = 0.3) -> None:
                         and pid_alive(s["pid"], s.get("pid_start"))
                     ):
                         runs.append((d.name, s))
-            running = sum(1 for _, s in runs if s["state"] == "running")
-            queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
-            free = max_parallel() - running
-            if free > 0 and me in [name for _, name in queued[:free]]:
+            if me in admitted_runs(runs, root, max_parallel()):
                 st.update(
                     state="running", phase="starting", started=time.time(), pid=my_pid, pid_start=my_start
                 )
