@@ -248,7 +248,7 @@ def test_a_native_crash_of_rank_1_leaves_the_run_failed_not_running_or_cancelled
     assert (tmp_path / "run" / ".rank-1.crash.txt").read_text().count("faulty_all_reduce") >= 1
 
 
-def test_cancel_marks_the_request_before_it_signals(tmp_path):
+def test_cancel_marks_the_request_before_it_signals(tmp_path, monkeypatch):
     """core.jobs.cancel writes cancel_requested before the SIGTERM, so rank 0 of a distributed job
     records `cancelled` for the user's cancel and `failed` for torchrun stopping it after a peer died."""
     import core.jobs as jobs
@@ -268,11 +268,9 @@ def test_cancel_marks_the_request_before_it_signals(tmp_path):
             seen.setdefault("status_at_signal", json.loads((run_dir / "status.json").read_text()))
             return real_killpg(pid, sig)
 
-        jobs.os.killpg = spy_killpg
-        try:
-            st = jobs.cancel("r1", root=tmp_path)
-        finally:
-            jobs.os.killpg = real_killpg
+        monkeypatch.setattr(jobs.os, "killpg", spy_killpg)
+        st = jobs.cancel("r1", root=tmp_path)
+        monkeypatch.undo()
     finally:
         sleeper.kill()
         sleeper.wait()
@@ -284,3 +282,19 @@ def test_cancel_marks_the_request_before_it_signals(tmp_path):
     )
     state, reason = du.outcome_of_stop(run_dir, {}, "cancelled by user")
     assert state == "failed" and "another process" in reason
+
+
+def test_exit_rank_flushes_output_and_skips_interpreter_finalization():
+    """A rank ends through exit_rank: its exit code and buffered output survive, and no finalization
+    runs (an atexit hook stands for it), so gloo's native threads never meet a finalizing interpreter."""
+    code = (
+        "import atexit, sys\n"
+        "from core.distributed import exit_rank\n"
+        "atexit.register(lambda: print('FINALIZED', flush=True))\n"
+        "sys.stdout.write('buffered line')\n"
+        "exit_rank(7)\n"
+    )
+    env = {k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 7, proc.stderr[-2000:]
+    assert proc.stdout == "buffered line"
