@@ -38,10 +38,10 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TMP_SUFFIX)
     try:
+        # held until the file is in place, or until this process dies (even by SIGKILL): tells a
+        # temp file being written from one a killed writer left behind (`remove_stale_tmp_files`)
+        fcntl.flock(fd, fcntl.LOCK_EX)
         with os.fdopen(fd, "wb") as f:
-            # held until the file is in place, or until this process dies (even by SIGKILL): tells a
-            # temp file being written from one a killed writer left behind (`remove_stale_tmp_files`)
-            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
