@@ -23,10 +23,12 @@ from core.loss_specs import loss_spec
 from core.queue import (  # noqa: F401 - part of this module's interface
     LIVE_STATES,
     STATES,
+    admitted_runs,
     max_parallel,
     pid_alive,
     proc_start_time,
     queue_lock,
+    slots_needed,
     wait_for_slot,
 )
 from core.queue import read_status as _read_status_raw
@@ -170,6 +172,8 @@ def cancel(run_id: str, root: str | Path | None = None) -> dict:
     if st.get("state") not in LIVE_STATES:
         return st
     pid, start = st.get("pid"), st.get("pid_start")
+    # tells the job its SIGTERM is this cancel, not torchrun stopping the ranks after one failed
+    _update_status_if(run_dir, lambda s: s.get("state") in LIVE_STATES, cancel_requested=True)
     if pid and pid_alive(pid, start):
         try:
             os.killpg(int(pid), signal.SIGTERM)

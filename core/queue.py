@@ -110,6 +110,30 @@ def _live_runs(root: Path) -> list[tuple[str, dict]]:
     return runs
 
 
+def slots_needed(run_dir: Path, capacity: int) -> int:
+    """Slots a job takes: one per process (`nproc` ranks: N CPU slots, or N GPUs), at most the whole
+    capacity so a job larger than the machine still runs, alone."""
+    try:
+        nproc = int(read_json(run_dir / "config.json").get("nproc") or 1)
+    except (OSError, ValueError, TypeError, AttributeError):
+        nproc = 1
+    return max(1, min(nproc, capacity))
+
+
+def admitted_runs(runs: list[tuple[str, dict]], root: Path, capacity: int) -> list[str]:
+    """Queued runs that may start now: in submission order, while their slots fit next to the
+    running ones' (strict FIFO: a large job at the head is never overtaken by smaller ones)."""
+    used = sum(slots_needed(root / name, capacity) for name, s in runs if s["state"] == "running")
+    queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
+    admitted = []
+    for _, name in queued:
+        used += slots_needed(root / name, capacity)
+        if used > capacity:
+            break
+        admitted.append(name)
+    return admitted
+
+
 def wait_for_slot(run_dir: Path, root: Path, poll: float = POLL_S) -> None:
     """Called by the job itself: block until it is at the head of the queue and a slot is free."""
     me = run_dir.resolve().name
@@ -123,10 +147,7 @@ def wait_for_slot(run_dir: Path, root: Path, poll: float = POLL_S) -> None:
                 st.update(pid=my_pid, pid_start=my_start)
                 write_json(run_dir / STATUS_FILE, st)
             runs = _live_runs(root)
-            running = sum(1 for _, s in runs if s["state"] == "running")
-            queued = sorted((s.get("created") or 0, name) for name, s in runs if s["state"] == "queued")
-            free = max_parallel() - running
-            if free > 0 and me in [name for _, name in queued[:free]]:
+            if me in admitted_runs(runs, root, max_parallel()):
                 st.update(
                     state="running", phase="starting", started=time.time(), pid=my_pid, pid_start=my_start
                 )

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from core.fsutil import append_jsonl, read_json, write_json, write_npz, write_torch
+from core.fsutil import append_jsonl, read_json, remove_stale_tmp_files, write_json, write_npz, write_torch
 
 # Row codes of embeddings.npz's `split` array: defined here only.
 SPLIT_TRAIN, SPLIT_VAL, SPLIT_TEST = 0, 1, 2
@@ -37,6 +37,7 @@ class RunWriter:
     def __init__(self, run_dir: Path) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
+        remove_stale_tmp_files(self.dir)  # temp files a killed writer left here (never a complete file)
         self.status_path = self.dir / STATUS_FILE
         self._last_status_write = 0.0
 

@@ -147,31 +147,50 @@ def run_job(
 
     rank = dist_utils.env_rank() if distributed else 0
     writer = RunWriter(Path(config.run_dir)) if rank == 0 else NoWriter()
+    if distributed and rank:  # rank 0 records a failure of this rank (see core/distributed.py)
+        dist_utils.start_failure_report(config.run_dir, rank)
     signal.signal(signal.SIGTERM, _sigterm_to_cancel)
+    rank_failure = None
     try:
         if queue_root:
             wait_for_slot_or_rank0(Path(config.run_dir), Path(queue_root), rank)
         info = dist_utils.init(config.device) if distributed else None
         train(config, on_event, info)
     except Cancelled as e:
-        writer.status(state="cancelled", reason=str(e), ended=time.time())
-        return EXIT_CANCELLED
+        _ignore_sigterm()
+        state, reason = "cancelled", str(e)
+        if distributed and rank == 0:  # torchrun stops rank 0 this way when another rank ended
+            state, reason = dist_utils.outcome_of_stop(config.run_dir, writer.read_status(), reason)
+        writer.status(state=state, reason=reason, ended=time.time())
+        return EXIT_CANCELLED if state == "cancelled" else EXIT_FAILED
     except KeyboardInterrupt:
+        _ignore_sigterm()
         writer.status(state="cancelled", reason="interrupted", ended=time.time())
         return EXIT_CANCELLED
     except Exception as e:  # noqa: BLE001 - every failure must land in status.json with its reason
+        _ignore_sigterm()
         bad_input = isinstance(e, (DataError, ValueError))
-        reason = failure_reason(e)
+        reason = rank_failure = failure_reason(e)
+        if distributed and rank == 0:  # e.g. "Connection closed by peer": the peer's own error says more
+            reason = dist_utils.peer_failure(config.run_dir) or reason
         if not bad_input:
             traceback.print_exc()
         writer.status(state="failed", reason=reason, ended=time.time())
         print(f"error{f' (rank {rank})' if rank else ''}: {reason}", file=sys.stderr, flush=True)
         return EXIT_BAD_INPUT if bad_input else EXIT_FAILED
     finally:
+        if distributed and rank:  # before teardown: rank 0 sees the report once this rank is gone
+            dist_utils.finish_failure_report(config.run_dir, rank, rank_failure)
         if distributed:
             dist_utils.teardown()
     writer.status(state="completed", phase="done", progress=1.0, eta_s=0.0, ended=time.time())
     return EXIT_OK
+
+
+def _ignore_sigterm() -> None:
+    """While the outcome is being recorded: torchrun's SIGTERM to the surviving ranks (or a second
+    cancel) must not interrupt the status.json write and leave the run `running`."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def failure_reason(e: BaseException) -> str:
@@ -239,4 +258,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_code = main()
+    if "--distributed" in sys.argv[1:]:  # a rank under torchrun: no interpreter finalization
+        dist_utils.exit_rank(exit_code)
+    sys.exit(exit_code)

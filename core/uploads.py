@@ -11,15 +11,18 @@ scan them for the Train page's preview. Plain Python (no streamlit): the page ca
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import re
 import shutil
 import uuid
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from core import upload_store
 from core.ingest import (
     IngestError,
     detect_layout,
@@ -140,11 +143,30 @@ def ingest_upload(
     if not files:
         raise IngestError("nothing uploaded")
     zips = [f for f in files if f[0].lower().endswith(".zip")]
+    if zips and len(files) != 1:
+        raise IngestError("upload one .zip at a time, or images without a zip")
+    _check_quota(files, root)
     if zips:
-        if len(files) != 1:
-            raise IngestError("upload one .zip at a time, or images without a zip")
         return _ingest_zip(*zips[0], root)
     return _ingest_images(files, class_name, root)
+
+
+def _check_quota(files: Sequence[tuple[str, bytes]], root: Path) -> None:
+    """HSE_UPLOADS_MAX_GB: refuse before anything is written. A zip counts at its extracted size."""
+    incoming = 0
+    for name, data in files:
+        if name.lower().endswith(".zip"):
+            try:
+                with zipfile.ZipFile(io.BytesIO(data)) as z:
+                    incoming += sum(i.file_size for i in z.infolist())
+                continue
+            except zipfile.BadZipFile:
+                pass  # not a zip after all: safe_extract_zip says so in its own words
+        incoming += len(data)
+    try:
+        upload_store.check_upload_quota(incoming, root.parent)
+    except upload_store.UploadStoreError as e:
+        raise IngestError(str(e)) from None
 
 
 @dataclass

@@ -13,6 +13,7 @@ from core.uploads import data_root
 from ui.progress import run_monitor
 from ui.run_table import draw_runs_table
 from ui.text import one_line
+from ui.uploads_panel import draw_uploads_panel
 
 DEMO_NAMES = ("demo-softmax", "demo-l2softmax")
 DEMO_EPOCHS = 6  # enough for the classes to spread round the circle; ~1-2 min for both runs on 2 cores
@@ -164,6 +165,8 @@ def render() -> None:
         st.success(f"Deleted run {msg}")
     if msg := st.session_state.pop("delete_error", None):
         st.error(msg)
+    with st.expander("Uploaded datasets"):
+        draw_uploads_panel(data_root(), root)
 
 
 render()

@@ -213,3 +213,87 @@ def test_background_job_with_two_processes_completes(tmp_path, monkeypatch):
     steps = [m for m in _metrics(tmp_path / run_id) if m["event"] == "step"]
     assert [m["step"] for m in steps] == [1, 2]
     assert (tmp_path / run_id / "summary.json").is_file()
+
+
+def _run_with_faulty_rank(tmp_path: Path, fault: str) -> tuple[subprocess.CompletedProcess, dict]:
+    """torchrun with 2 ranks where rank 1 alone fails at its 2nd step (tests/rank_fault_entry.py)."""
+    run_dir = tmp_path / "run"
+    env = {**_env(), "HSE_TEST_FAULT_RANK": "1", "HSE_TEST_FAULT_STEP": "2", "HSE_TEST_FAULT": fault}
+    env.pop("PYTHONFAULTHANDLER", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2"]
+    cmd += ["--master_port", str(_free_port()), str(REPO / "tests" / "rank_fault_entry.py"), "--distributed"]
+    cmd += [*SMALL, "--loss", "l2softmax", "--no-augment", "--run-dir", str(run_dir)]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=540)
+    return proc, json.loads((run_dir / "status.json").read_text())
+
+
+@pytest.mark.slow
+def test_a_python_error_in_rank_1_leaves_the_run_failed_with_that_error(tmp_path):
+    proc, st = _run_with_faulty_rank(tmp_path, "error")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert st["state"] == "failed", (st, out[-3000:])
+    assert st["reason"] == "rank 1: injected failure in rank 1 at step 2", out[-3000:]
+    assert st.get("ended")
+
+
+@pytest.mark.slow
+def test_a_native_crash_of_rank_1_leaves_the_run_failed_not_running_or_cancelled(tmp_path):
+    proc, st = _run_with_faulty_rank(tmp_path, "abort")
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert st["state"] == "failed", (st, out[-3000:])
+    assert st["reason"].startswith("rank 1 crashed: Fatal Python error: Aborted"), (st, out[-3000:])
+    assert (tmp_path / "run" / ".rank-1.crash.txt").read_text().count("faulty_all_reduce") >= 1
+
+
+def test_cancel_marks_the_request_before_it_signals(tmp_path, monkeypatch):
+    """core.jobs.cancel writes cancel_requested before the SIGTERM, so rank 0 of a distributed job
+    records `cancelled` for the user's cancel and `failed` for torchrun stopping it after a peer died."""
+    import core.jobs as jobs
+
+    run_dir = tmp_path / "r1"
+    run_dir.mkdir()
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    try:
+        start = jobs._proc_start_time(sleeper.pid)
+        (run_dir / "status.json").write_text(
+            json.dumps({"state": "running", "pid": sleeper.pid, "pid_start": start, "created": 1.0})
+        )
+        seen = {}
+        real_killpg = jobs.os.killpg
+
+        def spy_killpg(pid, sig):
+            seen.setdefault("status_at_signal", json.loads((run_dir / "status.json").read_text()))
+            return real_killpg(pid, sig)
+
+        monkeypatch.setattr(jobs.os, "killpg", spy_killpg)
+        st = jobs.cancel("r1", root=tmp_path)
+        monkeypatch.undo()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert seen["status_at_signal"]["cancel_requested"] is True
+    assert st["state"] == "cancelled"
+    assert du.outcome_of_stop(run_dir, {"cancel_requested": True}, "cancelled by user") == (
+        "cancelled",
+        "cancelled by user",
+    )
+    state, reason = du.outcome_of_stop(run_dir, {}, "cancelled by user")
+    assert state == "failed" and "another process" in reason
+
+
+def test_exit_rank_flushes_output_and_skips_interpreter_finalization():
+    """A rank ends through exit_rank: its exit code and buffered output survive, and no finalization
+    runs (an atexit hook stands for it), so gloo's native threads never meet a finalizing interpreter."""
+    code = (
+        "import atexit, sys\n"
+        "from core.distributed import exit_rank\n"
+        "atexit.register(lambda: print('FINALIZED', flush=True))\n"
+        "sys.stdout.write('buffered line')\n"
+        "exit_rank(7)\n"
+    )
+    env = {k: v for k, v in _env().items() if k != "PYTHONUNBUFFERED"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 7, proc.stderr[-2000:]
+    assert proc.stdout == "buffered line"
