@@ -14,20 +14,9 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.runs import Run, RunError, load_run
+from ui.plotly_spec import PALETTE
 
 STEP_KEY = "tour_step"
-PALETTE = (
-    "#1f77b4",
-    "#ff7f0e",
-    "#2ca02c",
-    "#d62728",
-    "#9467bd",
-    "#8c564b",
-    "#e377c2",
-    "#7f7f7f",
-    "#bcbd22",
-    "#17becf",
-)  # one colour per digit
 NORMAL_COLOUR, ANOMALY_COLOUR, FLAGGED_COLOUR = "#2ca02c", "#7f7f7f", "#d62728"
 MAX_POINTS = 600  # enough to see the shape; the pictures stay light
 
