@@ -12,6 +12,20 @@ from core.catalog import RunEntry
 from core.health import HealthWarning
 from core.runs import Run
 
+SHORT = {
+    "constant_scores": "constant scores",
+    "noise_scores": "scores are noise",
+    "reference_accuracy": "accuracy is vs reference only",
+    "low_accuracy": "low accuracy",
+    "chance_auroc": "AUROC at chance",
+    "no_anomalies": "no anomalies to test",
+}
+
+
+def short_label(found: list[HealthWarning]) -> str:
+    """A table cell: "ok", or the problems in a few words each."""
+    return "; ".join(SHORT.get(w.code, w.code.replace("_", " ")) for w in found) if found else "ok"
+
 
 def warnings_of(run: Run | RunEntry | str | Path) -> list[HealthWarning]:
     """Health warnings of a run, an entry or a run directory (cached per run version)."""

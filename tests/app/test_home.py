@@ -57,7 +57,7 @@ def test_delete_asks_for_confirmation_then_removes_the_run(root_with_runs, app_t
     at.button(key="delete_ask").click().run()
     _no_exception(at)
     assert (root_with_runs / RUN_2D).is_dir(), "deleted without confirmation"
-    assert any(RUN_2D in w.value for w in at.warning)
+    assert any(f"Delete run `{RUN_2D}`" in w.value for w in at.warning)
     # "Cancel" keeps it
     at.button(key="delete_no").click().run()
     assert (root_with_runs / RUN_2D).is_dir()
