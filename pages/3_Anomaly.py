@@ -19,7 +19,7 @@ from ui.gallery import overlay_gallery, sample_gallery
 from ui.health import draw_health
 from ui.inspect_view import inspected_card, mark_out_of_distribution, user_error
 from ui.run_choice import pick_run
-from ui.text import one_line, run_title
+from ui.text import one_line
 
 GALLERY = 12  # false positives / negatives shown
 CONFUSION_HELP = {
@@ -48,7 +48,10 @@ def fmt_t(value: float) -> str:
 
 
 def header(run: Run, base: dict) -> None:
-    st.markdown(f"**{run_title(run)}**")
+    s = run.summary
+    alpha = f", α = {s['alpha']:.3g}" if s.get("alpha") else ""
+    data = catalog.data_label(s.get("data") or run.config.get("data"), run.config.get("data_name"))
+    st.markdown(f"**{run.name}** — {s.get('loss')}{alpha}, dim {s.get('dim')}, data: {data}")
     top = st.columns(4)
     top[0].metric("AUROC", f"{base['auroc']:.3f}" if base["has_labels"] else "—", help=TERMS["AUROC"])
     top[1].metric("AUPR", f"{base['aupr']:.3f}" if base["has_labels"] else "—", help=TERMS["AUPR"])
@@ -126,10 +129,9 @@ def threshold_picker(run: Run, base: dict) -> float:
 
 
 def decision_table(m: dict) -> None:
-    c = st.columns(8)
-    for col, key in zip(c, CONFUSION_HELP):
+    for col, key in zip(st.columns(4), CONFUSION_HELP):
         col.metric(key, m[key.lower()], help=CONFUSION_HELP[key])
-    for col, key in zip(c[4:], ("precision", "recall", "F1", "FPR")):
+    for col, key in zip(st.columns(4), ("precision", "recall", "F1", "FPR")):
         col.metric(key, f"{m[key.lower()]:.3f}", help=TERMS[key])
     st.markdown(
         "| | called normal | called anomaly |\n|---|---:|---:|\n"

@@ -83,7 +83,7 @@ def test_suggestion_button_sets_exactly_its_value(streamlit_server, ux_runs, bro
     assert "p99" in suggest, suggest
     value = suggest["p99"]
     button = page.get_by_role("button", name=f"p99 of normal validation scores = {value:.6g}")
-    assert button.is_visible()  # the whole label, not cut off
+    button.wait_for(state="visible")  # the whole label, not cut off
     button.click()
     wait_for_app(page)
     wait_for_text(page, f"Threshold {value:.6g}")
