@@ -39,7 +39,7 @@ TERMS = {
     "youden": "Youden's J: the threshold with the largest gap between caught anomalies and false alarms.",
 }
 SAVED_MESSAGE = "anomaly_saved_message"
-RULES = {rule.name: rule for rule in anomaly.SUGGESTED_THRESHOLDS}
+RULES = {rule.name: rule for rule in anomaly.SUGGESTED_THRESHOLDS}  # their plain-words descriptions
 
 
 def fmt_t(value: float) -> str:
@@ -68,14 +68,13 @@ def meaning(base: dict, threshold: float) -> str:
     """What the threshold does, in words: the share of normal validation images it flags."""
     share = anomaly_view.flagged_share(base, threshold)
     what = "validation" if base["ref_is_val"] else "training"
-    text = (
-        f"flags **{share:.1%}** of normal {what} images"
-        if np.isfinite(share)
-        else "no normal images to compare with"
-    )
+    n = len(base["ref_sorted"])
+    if not np.isfinite(share):
+        return "there are no normal images to compare it with"
+    text = f"flags **{share:.1%}** of normal {what} images ({round(share * n)} of {n})"
     match = anomaly_view.matching_suggestion(base, threshold)
     if match:
-        text += f" ({anomaly_view.SUGGESTION_LABELS.get(match, match)}: {RULES[match].description})"
+        text += f", the {anomaly_view.SUGGESTION_LABELS.get(match, match)}"
     return text
 
 

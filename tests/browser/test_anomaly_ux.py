@@ -117,15 +117,38 @@ def test_decisions_csv_reproduces_core_score(streamlit_server, ux_runs, browser_
     assert {r["file"].split("/")[0] for r in rows if r["true_label"] == "anomaly"} == {"2"}
 
 
+def _chosen_run(page) -> str:
+    return page.locator("[data-testid='stSelectbox'] [data-baseweb='select']").first.inner_text().strip()
+
+
+def _go_to(page, title: str) -> None:
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=title).click()
+    wait_for_app(page)
+
+
+def test_run_stays_chosen_across_pages(streamlit_server, ux_runs, browser_page):
+    """Chosen through the URL, the run stays chosen after a visit to another page, and the URL
+    (a link to share) names it."""
+    page = browser_page
+    for chosen in (COLLAPSED_RUN, DIGITS_RUN):
+        _open(page, streamlit_server, f"Anomaly?run={chosen}")
+        wait_for_text(page, "Threshold saved with the run")
+        assert _chosen_run(page) == chosen
+        _go_to(page, "Home")
+        _go_to(page, "Anomaly")
+        wait_for_text(page, "Threshold saved with the run")
+        assert _chosen_run(page) == chosen
+        assert f"run={chosen}" in page.url
+
+
 def test_run_chosen_on_explore_stays_chosen_on_anomaly(streamlit_server, ux_runs, browser_page):
+    """Needs the Explore page to pick its run with ui.run_choice.pick_run (the shared choice)."""
     page = browser_page
     for chosen in (COLLAPSED_RUN, DIGITS_RUN):
         _open(page, streamlit_server, f"Explore?run={chosen}")
-        page.get_by_role("link", name="Anomaly").first.click()
-        wait_for_app(page)
+        _go_to(page, "Anomaly")
         wait_for_text(page, "Threshold saved with the run")
-        run_box = page.locator("[data-testid='stSelectbox']").first
-        assert chosen in run_box.inner_text(), run_box.inner_text()
+        assert _chosen_run(page) == chosen
         assert f"run={chosen}" in page.url
     shot(page, "anomaly-ux-run-choice")
 
