@@ -4,8 +4,10 @@ scored (and hostile ones give one line each), a tampered run does not take the p
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -316,3 +318,26 @@ def test_tampered_run_and_dim3(root_with_runs, app_test):
     assert any("approximation" in c.value for c in at.caption)
     at.selectbox(key="anomaly_run").set_value(RUN_2D).run()
     assert not at.exception and metrics(at)["AUROC"] != "—"
+
+
+def test_mistake_galleries_show_defect_maps_of_patch_runs(checkpoints_root, app_test):
+    run_dir = write_synthetic_run(checkpoints_root / "synthetic-patch", n=1500, dim=2)
+    run = load_run(run_dir)
+    test_rows = np.flatnonzero(run.split == 2)
+    grids = np.zeros((len(test_rows), 4, 4), np.float32)
+    grids[:, 0, 0] = 10.0 * float(run.threshold)  # a hot corner, ten times the threshold
+    np.savez(run_dir / "patch_maps.npz", distances=grids, row=test_rows, image_size=np.int64(28),
+             sigma=np.float64(1.0))  # fmt: skip
+    maps = anomaly_view.patch_maps(str(run_dir), catalog.run_mtime(run_dir))
+    heat = anomaly_view.defect_map(maps, int(test_rows[0]), (28, 28), float(run.threshold))
+    assert heat.shape == (28, 28) and heat[:7, :7].mean() > 1.0 > heat[-7:, -7:].mean()  # threshold units
+    assert anomaly_view.defect_map(maps, int(np.flatnonzero(run.split == 0)[0]), (28, 28), 1.0) is None
+    at = app_test(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    galleries = [h.proto.body for h in at.get("html")]
+    first = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", galleries[0]).group(1)
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))).convert("RGB")).astype(int)
+    corner = img[:4, :4]
+    assert (corner[..., 0] - corner[..., 1]).mean() > 50  # the hot corner is tinted red
+    assert np.abs(img[-4:, -4:, 0] - img[-4:, -4:, 1]).mean() < 5  # the cold corner is not
