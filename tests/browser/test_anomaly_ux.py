@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -118,7 +119,10 @@ def test_decisions_csv_reproduces_core_score(streamlit_server, ux_runs, browser_
 
 
 def _chosen_run(page) -> str:
-    return page.locator("[data-testid='stSelectbox'] [data-baseweb='select']").first.inner_text().strip()
+    """The run the Anomaly page shows: its header line starts "<run> — <loss>"."""
+    header = page.get_by_text(re.compile(r"^\S+ — \w+")).filter(visible=True).first
+    header.wait_for(state="visible")
+    return header.inner_text().split(" — ")[0].strip()
 
 
 def _go_to(page, title: str) -> None:
