@@ -87,8 +87,9 @@ def threshold_picker(run: Run, base: dict) -> float:
     def set_threshold(value: float) -> None:
         st.session_state[thr_key] = value
 
-    if st.session_state.get(thr_key) not in options:
-        st.session_state[thr_key] = base["saved"]
+    if st.session_state.get(thr_key) not in options:  # first visit, or the run's files changed
+        saved = base["saved"]  # a stop of the slider unless it is zero or negative (then: the lowest)
+        st.session_state[thr_key] = saved if saved in options else options[0]
     threshold = float(
         st.select_slider(
             "Threshold: an image scoring above it is called an anomaly",
