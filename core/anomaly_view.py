@@ -9,6 +9,7 @@ so callers treat it as read-only."""
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -20,6 +21,17 @@ HISTOGRAM_BINS = 60
 MIN_LOG_SCORE = -7.0  # kNN cosine scores of a dense 2-D circle reach 1e-6; nothing below 1e-7 is drawn
 MAX_SCORE = 2.0  # the largest cosine distance
 MAP_POINTS = 4000
+PATCH_MAPS_FILE = "patch_maps.npz"  # patch runs: distances [N_test, h, w], row [N_test], image_size, sigma
+THRESHOLD_GRID = 400  # slider stops between the smallest and the largest score (log-spaced)
+GRID_DIGITS = 3  # grid stops are round numbers (3 significant digits); suggestions stay exact
+# Below this a suggestion is zero or a denormal float: it flags everything, it is not a threshold.
+MIN_SUGGESTION = float(np.finfo(np.float32).tiny)
+SUGGESTION_LABELS = {
+    "p95": "p95 of normal validation scores",
+    "p99": "p99 of normal validation scores",
+    "best_f1": "best F1",
+    "youden": "Youden's J",
+}
 
 
 def _reference_scores(run: Run) -> np.ndarray:
@@ -62,6 +74,40 @@ def _geometry(run: Run, test: np.ndarray, max_points: int) -> dict:
     return out
 
 
+def usable_suggestions(suggest: dict, s_test: np.ndarray) -> dict:
+    """The suggestions a user can act on: finite, above zero and denormals, and neither flagging every
+    test sample nor none of them (such a rule says nothing)."""
+    out = {}
+    for name, value in suggest.items():
+        if value is None or not np.isfinite(value) or value < MIN_SUGGESTION:
+            continue
+        flagged = int(np.sum(s_test > value))
+        if 0 < flagged < len(s_test):
+            out[name] = float(value)
+    return out
+
+
+def threshold_options(lo: float, hi: float, exact: list[float]) -> tuple[float, ...]:
+    """The slider's stops: a log-spaced grid of round numbers from 10**lo to 10**hi, plus the exact
+    values (saved threshold, suggestions), so each of those is a position the slider can take."""
+    grid = [float(f"{v:.{GRID_DIGITS}g}") for v in np.logspace(lo, hi, THRESHOLD_GRID + 1)]
+    values = {v for v in grid + [float(e) for e in exact] if np.isfinite(v) and v > 0}
+    return tuple(sorted(values))
+
+
+def flagged_share(base: dict, threshold: float) -> float:
+    """The share of normal validation scores above ``threshold`` (what the threshold flags of normal)."""
+    ref = base["ref_sorted"]
+    if len(ref) == 0:
+        return float("nan")
+    return 1.0 - np.searchsorted(ref, threshold, side="right") / len(ref)
+
+
+def matching_suggestion(base: dict, threshold: float) -> str | None:
+    """The suggestion whose value is exactly ``threshold``, if any."""
+    return next((k for k, v in base["suggest"].items() if v == threshold), None)
+
+
 @lru_cache(maxsize=8)
 def anomaly_base(run_dir: str, mtime: int, max_points: int = MAP_POINTS) -> dict:  # noqa: ARG001 - mtime is the key
     """Everything on the Anomaly page that does not depend on the threshold (see the module doc)."""
@@ -84,10 +130,22 @@ def anomaly_base(run_dir: str, mtime: int, max_points: int = MAP_POINTS) -> dict
         "h_normal": views.histogram(np.clip(s_test[~y_test], bins[0], bins[-1]), bins),
         "h_anom": views.histogram(np.clip(s_test[y_test], bins[0], bins[-1]), bins),
         "has_labels": bool(curves),
-        "suggest": anomaly.suggest_thresholds(ref_scores if len(ref_scores) else s_test, s_test, y_test)
-        if len(s_test)
-        else {},
     }
+    raw = (
+        anomaly.suggest_thresholds(ref_scores if len(ref_scores) else s_test, s_test, y_test)
+        if len(s_test)
+        else {}
+    )
+    base["suggest"] = usable_suggestions(raw, s_test)
+    base["saved"] = float(run.threshold)
+    base["options"] = threshold_options(lo, hi, [base["saved"], *base["suggest"].values()])
+    base["ref_sorted"] = np.sort(ref_scores)
+    base["ref_is_val"] = bool(
+        ((run.split == SPLIT_VAL) & np.isin(run.label, views.normal_classes(run))).any()
+    )
+    train_scores = run.score[run.normal_train_mask]
+    train_scores = train_scores[np.isfinite(train_scores)]
+    base["max_train_score"] = float(train_scores.max()) if len(train_scores) else float("inf")
     if curves:
         base["auroc"], base["aupr"] = curves["auroc"], curves["aupr"]
         base["roc"] = views.thin_curve(curves["fpr"], curves["tpr"])
@@ -98,3 +156,34 @@ def anomaly_base(run_dir: str, mtime: int, max_points: int = MAP_POINTS) -> dict
     base["fn_order"] = anm[np.argsort(run.score[anm], kind="stable")]
     base.update(_geometry(run, test, max_points))
     return base
+
+
+@lru_cache(maxsize=4)
+def patch_maps(run_dir: str, mtime: int) -> dict | None:  # noqa: ARG001 - mtime is the cache key
+    """A patch run's stored patch-distance grids: {distances [N, h, w], index {embeddings row: i},
+    image_size, sigma}; None for runs without ``patch_maps.npz``."""
+    path = Path(run_dir) / PATCH_MAPS_FILE
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        out = {
+            "distances": np.asarray(z["distances"], dtype=np.float32),
+            "index": {int(r): i for i, r in enumerate(np.asarray(z["row"]))},
+            "image_size": int(z["image_size"]) if "image_size" in z else None,
+            "sigma": float(z["sigma"]) if "sigma" in z else 4.0,
+        }
+    return out
+
+
+def defect_map(maps: dict, row: int, out_hw: tuple[int, int], threshold: float) -> np.ndarray | None:
+    """The defect map [H, W] of one embeddings row in threshold units (1 = the threshold), or None
+    when the run stored no map for it."""
+    from core.patchcore import distance_maps_to_images  # torch: only for the runs that have maps
+
+    i = maps["index"].get(int(row))
+    if i is None:
+        return None
+    grid = maps["distances"][i : i + 1]
+    size = maps["image_size"] or max(out_hw)
+    heat = distance_maps_to_images(grid, size, out_hw, sigma=maps["sigma"])[0]
+    return heat / threshold if threshold > 0 else heat

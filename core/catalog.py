@@ -6,21 +6,29 @@ and how to list them. Loading a run's arrays stays in ``core.runs`` (``RunEntry.
 - ``completed_entries(root) -> (entries, errors)``: completed runs whose files load, newest first,
   and one error line per run that cannot be read.
 - ``try_load(entry) -> (Run | None, error | None)``: a run's arrays, or one line naming the run.
+- ``health(entry) -> list[HealthWarning]``: ``core.health.check_run`` of a run, cached per version.
+- ``default_entry(entries)``: the run to open first (newest non-sweep run with the best health).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from core import jobs
 from core.fsutil import read_json
+from core.health import HealthWarning, check_run
 from core.losses import LOSS_SPECS
+from core.rundir import SPLIT_TEST
 from core.runs import Run, RunError, list_completed, load_run
 
 LIVE_STATES = ("queued", "running")
+SWEEP_PREFIX = "sweep-"
 
 
 def checkpoints_root() -> Path:
@@ -49,14 +57,20 @@ def read_object(path: Path, what: str) -> dict:
     return obj
 
 
-def data_label(data: Any) -> str:
-    """Short name of a run's data: the bundled set's name, or ``upload <hash>``."""
+def data_label(data: Any, name: Any = None) -> str:
+    """Short name of a run's data as the user knows it: ``name`` when the run recorded its upload's
+    original name (config ``data_name``), the bundled set's name, or the folder inside an upload
+    (``upload digits``); never the content hash or a server path."""
+    if name:
+        return str(name)
     data = str(data or "")
     if not data:
         return ""
     p = Path(data)
     if p.is_absolute() and "uploads" in p.parts:
-        return f"upload {p.name[:8]}"
+        after = p.parts[p.parts.index("uploads") + 1 :]
+        inner = "/".join(after[1:])  # after[0] is the content-hash folder
+        return f"upload {inner}" if inner else "upload"
     return p.name if p.is_absolute() else data
 
 
@@ -87,7 +101,10 @@ class RunEntry:
 
     @property
     def data_label(self) -> str:
-        return data_label(self.summary.get("data") or self.config.get("data"))
+        return data_label(
+            self.summary.get("data") or self.config.get("data"),
+            self.config.get("data_name") or self.summary.get("data_name"),
+        )
 
     @property
     def alpha_label(self) -> str:
@@ -161,3 +178,38 @@ def run_mtime(run_dir: str | Path) -> int:
         return max((p.stat().st_mtime_ns for p in Path(run_dir).iterdir() if p.is_file()), default=0)
     except OSError:
         return 0
+
+
+# ------------------------------------------------------------------------------------------ health
+
+
+def is_sweep_run(entry: RunEntry) -> bool:
+    """A run started by a sweep (core.sweep names them ``sweep-...``)."""
+    return entry.name.startswith(SWEEP_PREFIX)
+
+
+@lru_cache(maxsize=256)
+def _health(run_dir: str, mtime: int) -> tuple[HealthWarning, ...]:  # noqa: ARG001 - mtime is the cache key
+    summary = read_object(Path(run_dir) / "summary.json", "summary.json")
+    with np.load(
+        Path(run_dir) / "embeddings.npz", allow_pickle=False
+    ) as z:  # two columns, not the embeddings
+        scores = np.asarray(z["score"])[np.asarray(z["split"]) == SPLIT_TEST]
+    return tuple(check_run(summary, scores))
+
+
+def health(entry: RunEntry | str | Path) -> list[HealthWarning]:
+    """``core.health.check_run`` of a completed run (its summary and its test rows' scores), cached per
+    run version; [] for a run without its files (its error is reported elsewhere)."""
+    run_dir = entry.run_dir if isinstance(entry, RunEntry) else Path(entry)
+    try:
+        return list(_health(str(run_dir), run_mtime(run_dir)))
+    except (OSError, ValueError, KeyError):
+        return []
+
+
+def default_entry(entries: list[RunEntry]) -> RunEntry:
+    """The run to open when the user has chosen none: the newest non-sweep run with the fewest health
+    warnings (entries are newest first), else the newest run."""
+    own = [e for e in entries if not is_sweep_run(e) and e.state == "completed"] or list(entries)
+    return min(own, key=lambda e: len(health(e)))  # min keeps the first (newest) of equal ones

@@ -22,14 +22,13 @@ of irregular blobs around the normal training samples. Two ways to draw it:
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from core.csv_export import scores_csv, selection_csv  # noqa: F401 - re-exported
 from core.losses import LOSS_SPECS
 
 if TYPE_CHECKING:
@@ -338,63 +337,4 @@ def thin_curve(x: np.ndarray, y: np.ndarray, max_points: int = 2000) -> tuple[np
 
 
 # --------------------------------------------------------------------------- CSV
-
-
-def selection_csv(
-    rows: Sequence[int],
-    source: np.ndarray,
-    label: np.ndarray,
-    class_names: Sequence[str],
-    split: np.ndarray,
-    anomaly: np.ndarray,
-    norm: np.ndarray,
-    score: np.ndarray,
-    coords: np.ndarray | None = None,
-) -> bytes:
-    """CSV (UTF-8 bytes) of the selected rows:
-    row, source, class, split, anomaly, norm, score[, x, y[, z]]."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    header = ["row", "source", "class", "split", "anomaly", "norm", "score"]
-    ncoord = 0 if coords is None else coords.shape[1]
-    header += ["x", "y", "z"][:ncoord]
-    w.writerow(header)
-    for r in rows:
-        r = int(r)
-        lab = int(label[r])
-        name = class_names[lab] if 0 <= lab < len(class_names) else str(lab)
-        s = float(score[r])
-        line = [
-            r,
-            str(source[r]),
-            name,
-            SPLIT_NAMES.get(int(split[r]), str(int(split[r]))),
-            bool(anomaly[r]),
-            f"{float(norm[r]):.6g}",
-            "" if not np.isfinite(s) else f"{s:.6g}",
-        ]
-        if ncoord:
-            line += [f"{float(c):.6g}" for c in coords[r]]
-        w.writerow(line)
-    return buf.getvalue().encode("utf-8")
-
-
-def scores_csv(rows: Sequence[dict]) -> bytes:
-    """CSV of Inspect-images results: file, score, decision, threshold, neighbours (source=distance;...)."""
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["file", "sha256", "score", "decision", "threshold", "neighbours"])
-    for r in rows:
-        nbrs = ";".join(f"{s}={d:.4f}" for s, d in zip(r.get("nn_source", []), r.get("nn_dist", [])))
-        score = r.get("score")
-        w.writerow(
-            [
-                r["file"],
-                r.get("sha256", ""),
-                "" if score is None else f"{score:.6f}",
-                r.get("decision", "error"),
-                "" if r.get("threshold") is None else f"{r['threshold']:.6f}",
-                nbrs if score is not None else r.get("error", ""),
-            ]
-        )
-    return buf.getvalue().encode("utf-8")
+# The exports live in core.csv_export (full precision, the user's names); re-exported for the pages.

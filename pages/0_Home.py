@@ -11,7 +11,7 @@ from core.catalog import RunEntry
 from core.train import TrainConfig
 from core.uploads import data_root
 from ui.progress import run_monitor
-from ui.run_table import draw_runs_table
+from ui.run_table import draw_recent_health, draw_runs_table
 from ui.text import one_line
 from ui.uploads_panel import draw_uploads_panel
 
@@ -106,6 +106,7 @@ def runs_table(root: Path, entries: list[RunEntry], demo_ids: list[str]) -> None
         for entry in rows:
             if entry.error:
                 st.error(entry.error)
+        draw_recent_health(rows)
         if any_live and not any(e.live for e in rows):
             st.rerun()
 

@@ -8,37 +8,53 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import anomaly, catalog, views
+from core import anomaly, anomaly_view, catalog, csv_export, views
 from core.anomaly_view import anomaly_base
 from core.runs import Run, RunError, save_threshold
 from core.score import score_uploads
 from core.uploads import uploads_root
 from ui.anomaly_plots import histogram_figure, pr_figure, roc_figure, star_traces
 from ui.embedding_plot import decision_region_traces, scatter_figure
-from ui.gallery import sample_gallery, show_gallery
-from ui.text import one_line, run_title
+from ui.gallery import overlay_gallery, sample_gallery
+from ui.health import draw_health
+from ui.inspect_view import inspected_card, mark_out_of_distribution, user_error
+from ui.run_choice import pick_run
+from ui.text import one_line
 
 GALLERY = 12  # false positives / negatives shown
-MIN_THRESHOLD = 1e-12
-SUGGESTIONS = {
-    "p95": "p95 of normal val",
-    "p99": "p99 of normal val",
-    "best_f1": "best F1",
-    "youden": "Youden's J",
-}
 CONFUSION_HELP = {
     "TP": "anomalies called anomalous",
     "FP": "false alarms: normal samples called anomalous",
     "TN": "normal samples called normal",
     "FN": "missed anomalies: called normal",
 }
+TERMS = {
+    "AUROC": "Chance that a random anomaly scores above a random normal image (0.5 = a coin, 1 = perfect).",
+    "AUPR": "Area under the precision-recall curve: how clean the flagged images stay as more are caught.",
+    "precision": "Of the images called anomalous, the share that really are.",
+    "recall": "Of the real anomalies, the share that is caught.",
+    "F1": "One number balancing precision and recall (their harmonic mean).",
+    "FPR": "Of the normal images, the share wrongly called anomalous (false alarms).",
+    "best_f1": "The threshold with the best balance of precision and recall on the labelled test images.",
+    "youden": "Youden's J: the threshold with the largest gap between caught anomalies and false alarms.",
+}
+SAVED_MESSAGE = "anomaly_saved_message"
+RULES = {rule.name: rule for rule in anomaly.SUGGESTED_THRESHOLDS}  # their plain-words descriptions
+
+
+def fmt_t(value: float) -> str:
+    """How every threshold is written on this page (slider, saved value, buttons): 6 significant digits."""
+    return f"{value:.6g}"
 
 
 def header(run: Run, base: dict) -> None:
-    st.markdown(f"**{run_title(run)}**")
+    s = run.summary
+    alpha = f", α = {s['alpha']:.3g}" if s.get("alpha") else ""
+    data = catalog.data_label(s.get("data") or run.config.get("data"), run.config.get("data_name"))
+    st.markdown(f"**{run.name}** — {s.get('loss')}{alpha}, dim {s.get('dim')}, data: {data}")
     top = st.columns(4)
-    top[0].metric("AUROC", f"{base['auroc']:.3f}" if base["has_labels"] else "—")
-    top[1].metric("AUPR", f"{base['aupr']:.3f}" if base["has_labels"] else "—")
+    top[0].metric("AUROC", f"{base['auroc']:.3f}" if base["has_labels"] else "—", help=TERMS["AUROC"])
+    top[1].metric("AUPR", f"{base['aupr']:.3f}" if base["has_labels"] else "—", help=TERMS["AUPR"])
     top[2].metric("normal test samples", f"{int((~base['y_test']).sum()):,}")
     top[3].metric("anomalous test samples", f"{int(base['y_test'].sum()):,}")
     if not base["has_labels"]:
@@ -48,58 +64,75 @@ def header(run: Run, base: dict) -> None:
         )
 
 
-def threshold_picker(run: Run, base: dict) -> float:
-    """The slider (log10 scale: scores span decades), one button per suggestion, and Save."""
-    thr_key = f"anomaly_thr::{run.name}"
-    lo, hi = base["log_lo"], base["log_hi"]
+def meaning(base: dict, threshold: float) -> str:
+    """What the threshold does, in words: the share of normal validation images it flags."""
+    share = anomaly_view.flagged_share(base, threshold)
+    what = "validation" if base["ref_is_val"] else "training"
+    n = len(base["ref_sorted"])
+    if not np.isfinite(share):
+        return "there are no normal images to compare it with"
+    text = f"flags **{share:.1%}** of normal {what} images ({round(share * n)} of {n})"
+    match = anomaly_view.matching_suggestion(base, threshold)
+    if match:
+        text += f", the {anomaly_view.SUGGESTION_LABELS.get(match, match)}"
+    return text
 
-    def to_log(t: float) -> float:
-        return float(np.clip(round(float(np.log10(max(t, MIN_THRESHOLD))), 3), lo, hi))
+
+def threshold_picker(run: Run, base: dict) -> float:
+    """The slider (its stops include the saved threshold and every suggestion exactly), what its
+    position means, one button per suggestion, and Save."""
+    thr_key = f"anomaly_thr::{run.name}"
+    options = base["options"]
 
     def set_threshold(value: float) -> None:
-        st.session_state[thr_key] = to_log(value)
+        st.session_state[thr_key] = value
 
-    if thr_key not in st.session_state:
-        st.session_state[thr_key] = to_log(run.threshold)
-    log_t = st.slider(
-        "Threshold, log₁₀ scale (score > threshold ⇒ anomaly)",
-        min_value=lo,
-        max_value=hi,
-        step=0.001,
-        format="%.3f",
-        key=thr_key,
+    if st.session_state.get(thr_key) not in options:  # first visit, or the run's files changed
+        saved = base["saved"]  # a stop of the slider unless it is zero or negative (then: the lowest)
+        st.session_state[thr_key] = saved if saved in options else options[0]
+    threshold = float(
+        st.select_slider(
+            "Threshold: an image scoring above it is called an anomaly",
+            options=options,
+            format_func=fmt_t,
+            key=thr_key,
+        )
     )
-    threshold = float(10.0**log_t)
-    st.markdown(f"Threshold **t = {threshold:.4g}**")
-    bcols = st.columns(len(SUGGESTIONS) + 1)
-    for col, (key, label) in zip(bcols, SUGGESTIONS.items()):
-        value = base["suggest"].get(key)
-        col.button(
-            label + ("" if value is None else f" = {value:.3g}"),
-            key=f"anomaly_suggest_{key}",
-            disabled=value is None,
+    st.markdown(f"Threshold **{fmt_t(threshold)}**: {meaning(base, threshold)}.")
+    st.caption(f"Threshold saved with the run: {fmt_t(base['saved'])}")
+    names = [n for n in anomaly_view.SUGGESTION_LABELS if n in base["suggest"]]
+    bcols = st.columns(2)
+    for i, name in enumerate(names):
+        value = base["suggest"][name]
+        bcols[i % 2].button(
+            f"{anomaly_view.SUGGESTION_LABELS[name]} = {fmt_t(value)}",
+            key=f"anomaly_suggest_{name}",
+            help=TERMS.get(name, RULES[name].description),
             on_click=set_threshold,
-            args=(value or 0.0,),
+            args=(value,),
             width="stretch",
         )
-    if bcols[-1].button("Save threshold with run", key="anomaly_save", width="stretch"):
+    if len(names) < len(anomaly_view.SUGGESTION_LABELS):
+        st.caption("Suggestions that would flag every test image or none are not offered.")
+    if st.button("Save threshold with run", key="anomaly_save", type="primary"):
         try:
             save_threshold(run.run_dir, threshold, source="anomaly page")
-            st.success(
-                f"Saved threshold {threshold:.4g} to {run.name}/threshold.json; `core.score` now uses it."
+            st.session_state[SAVED_MESSAGE] = (
+                f"Saved threshold {fmt_t(threshold)} with {run.name}: scoring from the command line uses it."
             )
+            st.rerun()  # the whole page: the run's files changed, so does its cached view
         except OSError as e:
             st.error(f"Could not save the threshold: {one_line(e)}")
-    st.caption(f"Threshold used by `core.score` for this run: {run.threshold:.4g}")
+    if msg := st.session_state.pop(SAVED_MESSAGE, None):
+        st.success(msg)
     return threshold
 
 
 def decision_table(m: dict) -> None:
-    c = st.columns(8)
-    for col, key in zip(c, CONFUSION_HELP):
+    for col, key in zip(st.columns(4), CONFUSION_HELP):
         col.metric(key, m[key.lower()], help=CONFUSION_HELP[key])
-    for col, key in zip(c[4:], ("precision", "recall", "F1", "FPR")):
-        col.metric(key, f"{m[key.lower()]:.3f}")
+    for col, key in zip(st.columns(4), ("precision", "recall", "F1", "FPR")):
+        col.metric(key, f"{m[key.lower()]:.3f}", help=TERMS[key])
     st.markdown(
         "| | called normal | called anomaly |\n|---|---:|---:|\n"
         f"| **normal** (test) | {m['tn']} | {m['fp']} |\n| **anomalous** (test) | {m['fn']} | {m['tp']} |"
@@ -114,20 +147,55 @@ def charts(base: dict, threshold: float, m: dict) -> None:
         cols[2].plotly_chart(pr_figure(base, m), key="anomaly_pr", width="stretch")
 
 
-def mistakes(run: Run, base: dict, m: dict) -> None:
+def mistakes(run: Run, base: dict, m: dict, threshold: float) -> None:
     fp_rows = base["fp_order"][: int(m["fp"])][:GALLERY]  # sorted desc by score: the first fp rows are > t
     fn_rows = base["fn_order"][: int(m["fn"])][:GALLERY]  # sorted asc: the first fn rows are <= t
+    maps = anomaly_view.patch_maps(str(run.run_dir), catalog.run_mtime(run.run_dir))
     g1, g2 = st.columns(2)
-    with g1:
-        st.markdown(f"**False positives** ({m['fp']}): normal samples called anomalous, highest score first")
-        sample_gallery(run, fp_rows, run.score)
-    with g2:
-        st.markdown(f"**False negatives** ({m['fn']}): anomalies called normal, lowest score first")
-        sample_gallery(run, fn_rows, run.score)
+    for col, rows, title in (
+        (
+            g1,
+            fp_rows,
+            f"**False positives** ({m['fp']}): normal samples called anomalous, highest score first",
+        ),
+        (g2, fn_rows, f"**False negatives** ({m['fn']}): anomalies called normal, lowest score first"),
+    ):
+        with col:
+            st.markdown(title)
+            if maps is None:
+                sample_gallery(run, rows, run.score)
+            else:
+                overlay_gallery(run, rows, maps, threshold)
 
 
-def inspect_images(run: Run, threshold: float) -> list[dict]:
-    """Uploads scored once per (run version, files); the decision follows the slider without re-embedding."""
+def decisions_download(run: Run, base: dict, threshold: float) -> None:
+    """The test split's decisions at this threshold as CSV, built only when the button is pressed."""
+    data = str(run.summary.get("data") or run.config.get("data") or "")
+
+    def build() -> bytes:
+        rows = base["test"]
+        return csv_export.decisions_csv(
+            [csv_export.display_source(str(run.source[r]), data) for r in rows],
+            base["y_test"],
+            [views.class_name(run, r) for r in rows],
+            run.score[rows],
+            threshold,
+        )
+
+    st.download_button(
+        f"Download the test decisions at threshold {fmt_t(threshold)} (CSV)",
+        build,
+        file_name=f"{run.name}_decisions.csv",
+        mime="text/csv",
+        key="anomaly_decisions_dl",
+        on_click="ignore",
+        icon=":material/download:",
+    )
+
+
+def inspect_images(run: Run, base: dict, threshold: float) -> list[dict]:
+    """Uploads scored once per (run version, files); the decision follows the slider without re-embedding.
+    Files that cannot be scored are listed right under the upload box, by their own names."""
     st.subheader("Inspect images")
     uploads = st.file_uploader(
         "Upload images to score against this run",
@@ -149,10 +217,14 @@ def inspect_images(run: Run, threshold: float) -> list[dict]:
                 run, [(u.name, u.getvalue()) for u in uploads], threshold, uploads_root()
             )
     inspected = cache[cache_key]
+    mark_out_of_distribution(inspected, base["max_train_score"])
     for row in inspected:
-        if row["score"] is not None:
-            row["threshold"] = threshold
-            row["decision"] = "anomaly" if row["score"] > threshold else "normal"
+        if row["score"] is None:
+            st.error(f"{row['file']}: {user_error(row)}")
+            continue
+        row["threshold"] = threshold
+        row["max_train_score"] = base["max_train_score"]
+        row["decision"] = "anomaly" if row["score"] > threshold else "normal"
     return inspected
 
 
@@ -168,54 +240,54 @@ def decision_map(run: Run, base: dict, threshold: float, inspected: list[dict]) 
     st.subheader("The hypersphere" if dim <= 3 else f"Test split on the {coords.kind.upper()} projection")
     if len(rows) < len(base["test"]):
         st.info(f"Showing {len(rows):,} of {len(base['test']):,} test points (stratified by class).")
-    stars = star_traces(inspected)
+    stars = star_traces([r for r in inspected if r.get("score") is not None])
     extra = decision_region_traces(base, threshold) + stars
     fig = scatter_figure(run, coords, rows, "decision", pred=pred, height=520, extra=extra)
     st.plotly_chart(fig, key="anomaly_map", width="stretch")
     if dim == 2:
-        st.caption(
-            "Green arc: directions whose kNN score is ≤ threshold (the normal region, exact on a 0.5° grid)."
-        )
+        st.caption("Green arc: the directions an image would be called normal in (exact on a 0.5° grid).")
     elif dim == 3:
         st.caption(
-            f"Green circles: caps of angle arccos(1 − t) = {np.degrees(views.cap_angle(threshold)):.1f}° "
-            "around each normal class mean direction — an approximation of the kNN normal region."
+            f"Green circles: caps of angle {np.degrees(views.cap_angle(threshold)):.1f}° around each normal "
+            "class's mean direction, an approximation of the region called normal."
         )
     elif stars:
-        st.caption(
-            "Stars: approximate placement (kNN-weighted mean of the neighbours' projected coordinates)."
-        )
+        st.caption("Stars: approximate placement (near their nearest training images on the projection).")
 
 
 def inspected_rows(run: Run, inspected: list[dict], threshold: float) -> None:
-    for row in inspected:
-        if row["score"] is None:
-            st.error(f"{row['file']}: {row['error']}")
-            continue
-        verdict = ":red[**anomaly**]" if row["decision"] == "anomaly" else ":green[**normal**]"
-        with st.container(border=True):
-            a, b = st.columns([1, 5])
-            a.image(row["image"], caption=row["file"][:40], width=96, clamp=True)
-            b.markdown(f"{verdict} · score **{row['score']:.4g}** (threshold {threshold:.4g})")
-            with b:
-                captions = [
-                    f"{views.class_name(run, r)} · {d:.2g}" for r, d in zip(row["nn_rows"], row["nn_dist"])
-                ]
-                show_gallery(run, row["nn_rows"], captions, width=56)
+    data = str(run.summary.get("data") or run.config.get("data") or "")
+    scored = [row for row in inspected if row["score"] is not None]
+    for row in scored:
+        inspected_card(run, row, threshold, data)
     if inspected:
         st.download_button(
             "Download scores and decisions (CSV)",
-            views.scores_csv(inspected),
+            csv_export.scores_csv(inspected, data),
             file_name=f"{run.name}_inspect.csv",
             mime="text/csv",
             key="anomaly_inspect_dl",
+            on_click="ignore",
         )
+
+
+@st.fragment
+def threshold_section(run: Run, base: dict) -> None:
+    """Everything that follows the threshold: a slider move reruns only this part of the page."""
+    threshold = threshold_picker(run, base)
+    m = anomaly.decision_metrics(base["s_test"], base["y_test"], threshold)
+    decision_table(m)
+    decisions_download(run, base, threshold)
+    charts(base, threshold, m)
+    mistakes(run, base, m, threshold)
+    inspected = inspect_images(run, base, threshold)
+    decision_map(run, base, threshold, inspected)
+    inspected_rows(run, inspected, threshold)
 
 
 def load(entries: list[catalog.RunEntry]) -> tuple[Run, dict] | None:
     """The chosen run and its threshold-independent data; None (after one error line) when unusable."""
-    by_id = {e.run_id: e for e in entries}
-    entry = by_id[st.selectbox("Run", list(by_id), key="anomaly_run")]
+    entry = pick_run(entries, key="anomaly_run")
     run, err = catalog.try_load(entry)
     if run is None:
         st.error(err)
@@ -234,8 +306,8 @@ def load(entries: list[catalog.RunEntry]) -> tuple[Run, dict] | None:
 def render() -> None:
     st.title("Anomaly detection")
     st.caption(
-        "Score = mean cosine distance to the k nearest normal training embeddings; a score above the "
-        "threshold is called an anomaly. Normal = training classes; anomalies = held-out classes or defects."
+        "Each image gets a score: how far it lies from the normal training images (0 = just like one "
+        "of them). An image scoring above the threshold is called an anomaly."
     )
     entries, errors = catalog.completed_entries()
     for err in errors:
@@ -248,14 +320,8 @@ def render() -> None:
         return
     run, base = loaded
     header(run, base)
-    threshold = threshold_picker(run, base)
-    m = anomaly.decision_metrics(base["s_test"], base["y_test"], threshold)
-    decision_table(m)
-    charts(base, threshold, m)
-    mistakes(run, base, m)
-    inspected = inspect_images(run, threshold)
-    decision_map(run, base, threshold, inspected)
-    inspected_rows(run, inspected, threshold)
+    draw_health(run)
+    threshold_section(run, base)
 
 
 render()

@@ -141,8 +141,8 @@ def test_selection_csv_and_scores_csv():
     )
     rows = list(csv.reader(io.StringIO(data.decode())))
     assert rows[0] == ["row", "source", "class", "split", "anomaly", "norm", "score", "x", "y"]
-    assert rows[1] == ["1", "b,c.png", "one", "test", "True", "2.5", "", "3", "4"]
-    assert rows[2] == ["0", "a.png", "zero", "train", "False", "1.5", "0.1", "1", "2"]
+    assert rows[1] == ["1", "b,c.png", "one", "test", "True", "2.5", "", "3.0", "4.0"]
+    assert rows[2] == ["0", "a.png", "zero", "train", "False", "1.5", "0.1", "1.0", "2.0"]
     out = views.scores_csv(
         [
             {
@@ -158,8 +158,8 @@ def test_selection_csv_and_scores_csv():
         ]
     )
     rows = list(csv.reader(io.StringIO(out.decode())))
-    assert rows[1] == ["x.png", "ab", "0.500000", "anomaly", "0.250000", "s1=0.1250"]
-    assert rows[2] == ["bad.png", "", "", "error", "", "not an image"]
+    assert rows[1] == ["x.png", "ab", "0.5", "anomaly", "0.25", "False", "s1=0.125"]
+    assert rows[2] == ["bad.png", "", "", "error", "", "", "not an image"]
 
 
 def test_thin_curve_keeps_ends():

@@ -61,7 +61,7 @@ def histogram_figure(base: dict, threshold: float) -> RawFigure:
                 "line": {"color": "black", "width": 2, "dash": "dash"},
             },
         ],
-        _axes("Test scores", "score (log scale)", "samples", type="log"),
+        _axes("Test scores", "score", "images", type="log"),
     )
 
 

@@ -109,3 +109,24 @@ def sample_gallery(run: Run, rows: Any, value: np.ndarray, fmt: str = ".2g", wid
     """A gallery captioned "<class> · <value of the row>" (a score, a norm)."""
     rows = list(rows)
     show_gallery(run, rows, [f"{class_name(run, r)} · {value[r]:{fmt}}" for r in rows], width=width)
+
+
+def overlay_gallery(run: Run, rows: Any, maps: dict, threshold: float, width: int = 64) -> None:
+    """A gallery of a patch run's rows with their defect maps blended in (threshold units)."""
+    from core.anomaly_view import defect_map  # patch runs only
+    from ui.inspect_view import overlay_rgb
+
+    rows = [int(r) for r in list(rows)[:MAX_GALLERY_IMAGES]]
+    if not rows:
+        st.caption("(none)")
+        return
+    uris = []
+    for r in rows:
+        img = thumbnail_array(str(run.source[r]))
+        heat = defect_map(maps, r, img.shape[:2], threshold)
+        shown = img if heat is None else overlay_rgb(img, heat)
+        buf = io.BytesIO()
+        Image.fromarray(shown).save(buf, format="PNG")
+        uris.append("data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii"))
+    captions = [f"{class_name(run, r)} · {run.score[r]:.2g}" for r in rows]
+    st.html(gallery_html(uris, captions, width))

@@ -7,7 +7,9 @@ from collections.abc import Sequence
 import pandas as pd
 import streamlit as st
 
+from core import catalog
 from core.catalog import RunEntry, number
+from ui.health import draw_health, short_label
 
 STATE_COLORS = {
     "queued": "gray",
@@ -16,10 +18,17 @@ STATE_COLORS = {
     "failed": "red",
     "cancelled": "orange",
 }
-RUNS_COLUMNS = ["name", "loss", "alpha", "dim", "data", "state", "accuracy", "AUROC", "created", "run_id"]
+RUNS_COLUMNS = [
+    "name", "loss", "alpha", "dim", "data", "state", "accuracy", "AUROC", "health", "created", "run_id",
+]  # fmt: skip
 RUNS_COLUMN_CONFIG = {
     "accuracy": st.column_config.NumberColumn("accuracy", format="%.3f"),
-    "AUROC": st.column_config.NumberColumn("AUROC", format="%.3f"),
+    "AUROC": st.column_config.NumberColumn(
+        "AUROC", format="%.3f", help="Chance that an anomaly scores above a normal image (0.5 = a coin)."
+    ),
+    "health": st.column_config.TextColumn(
+        "health", help="Problems found in the run's scores and metrics (details below the table)."
+    ),
     "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm"),
 }
 
@@ -48,6 +57,7 @@ def runs_dataframe(entries: Sequence[RunEntry]) -> pd.DataFrame:
                 "state": _shown_state(e),
                 "accuracy": number(e.summary.get("test_accuracy")),
                 "AUROC": number(e.summary.get("anomaly_auroc")),
+                "health": short_label(catalog.health(e)) if _shown_state(e) == "completed" else "",
                 "created": pd.to_datetime(created, unit="s", utc=True).tz_convert(None)
                 if number(created)
                 else None,
@@ -61,3 +71,14 @@ def runs_dataframe(entries: Sequence[RunEntry]) -> pd.DataFrame:
 
 def draw_runs_table(entries: Sequence[RunEntry], key: str = "runs_table") -> None:
     st.dataframe(runs_dataframe(entries), hide_index=True, column_config=RUNS_COLUMN_CONFIG, key=key)
+
+
+def draw_recent_health(entries: Sequence[RunEntry], n: int = 3) -> None:
+    """The health warnings of the ``n`` newest completed runs that have any, message and advice."""
+    shown = 0
+    for e in entries:  # newest first
+        if shown >= n:
+            break
+        if _shown_state(e) == "completed" and catalog.health(e):
+            draw_health(e, name=e.name)
+            shown += 1

@@ -4,8 +4,10 @@ scored (and hostile ones give one line each), a tampered run does not take the p
 
 from __future__ import annotations
 
+import base64
 import io
 import json
+import re
 import shutil
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.bench_ui import write_synthetic_run
-from core import catalog, score
+from core import anomaly_view, catalog, score
 from core.anomaly_view import anomaly_base
 from core.runs import load_run
 from ui.plotly_spec import RawFigure
@@ -64,18 +66,32 @@ def test_page_renders_with_curves(root_with_runs, app_test, run):
     assert sum(confusion(at)) == int(m["normal test samples"]) + int(m["anomalous test samples"])
 
 
+def leaves(node):
+    """The page's elements in order (blocks walked depth first)."""
+    children = getattr(node, "children", None)
+    if not children:
+        yield node
+        return
+    for i in sorted(children):
+        yield from leaves(children[i])
+
+
+def slider(at, run: str):
+    return at.select_slider(key=f"anomaly_thr::{run}")
+
+
 def test_slider_changes_confusion_matrix(root_with_runs, app_test):
     at = open_page(app_test, RUN_2D)
-    key = f"anomaly_thr::{RUN_2D}"
-    sl = at.slider(key=key)
+    options = list(slider(at, RUN_2D).options)
     n_anom = int(metrics(at)["anomalous test samples"])
     n_norm = int(metrics(at)["normal test samples"])
-    at.slider(key=key).set_value(sl.min).run()
+    values = [float(o) for o in options]
+    slider(at, RUN_2D).set_value(values[0]).run()
     low = confusion(at)
-    at.slider(key=key).set_value(sl.max).run()
+    slider(at, RUN_2D).set_value(values[-1]).run()
     high = confusion(at)
-    mid_value = round((sl.min + sl.max) / 2, 3)
-    at.slider(key=key).set_value(mid_value).run()
+    mid_value = values[len(values) // 2]
+    slider(at, RUN_2D).set_value(mid_value).run()
     mid = confusion(at)
     assert not at.exception
     assert low[0] + low[3] == n_anom and low[1] + low[2] == n_norm
@@ -85,46 +101,105 @@ def test_slider_changes_confusion_matrix(root_with_runs, app_test):
     # the histogram marker follows the slider
     hist = json.loads(at.get("plotly_chart")[0].proto.spec)
     marker = [t for t in hist["data"] if str(t.get("name", "")).startswith("t = ")][0]
-    assert marker["x"][0] == pytest.approx(10**mid_value, rel=1e-6)
+    assert marker["x"][0] == mid_value
 
 
-def test_suggestion_buttons_set_slider(root_with_runs, app_test):
+def test_slider_starts_at_saved_threshold_and_says_what_it_flags(root_with_runs, app_test):
+    run = load_run(root_with_runs / RUN_16D)
+    at = open_page(app_test, RUN_16D)
+    assert slider(at, RUN_16D).value == run.threshold  # exactly, not a rounded log position
+    shown = f"{run.threshold:.6g}"
+    assert any(c.value == f"Threshold saved with the run: {shown}" for c in at.caption)
+    line = next(m.value for m in at.markdown if m.value.startswith("Threshold **"))
+    assert line.startswith(f"Threshold **{shown}**: flags **")
+    base = anomaly_base(
+        str((root_with_runs / RUN_16D).resolve()), catalog.run_mtime(root_with_runs / RUN_16D)
+    )
+    ref = base["ref_sorted"]
+    assert f"{np.mean(ref > run.threshold):.1%}" in line  # the share of normal validation images it flags
+    assert "log" not in slider(at, RUN_16D).label
+    helps = {m.label: m.help for m in at.metric}
+    assert helps["AUROC"] and helps["AUPR"] and helps["F1"]
+
+
+def test_suggestion_buttons_set_slider_exactly(root_with_runs, app_test):
     at = open_page(app_test, RUN_2D)
-    key = f"anomaly_thr::{RUN_2D}"
     base = anomaly_base(str((root_with_runs / RUN_2D).resolve()), catalog.run_mtime(root_with_runs / RUN_2D))
-    seen = {}
-    for name in ("p99", "best_f1", "youden", "p95"):
-        at.button(key=f"anomaly_suggest_{name}").click().run()
+    assert base["suggest"], "no usable suggestion on the fixture run"
+    for name, value in base["suggest"].items():
+        assert value > 1e-30 and np.isfinite(value)  # never negative, zero or denormal
+        button = at.button(key=f"anomaly_suggest_{name}")
+        assert button.label.endswith(f"= {value:.6g}") and button.help
+        button.click().run()
         assert not at.exception
-        value = base["suggest"][name]
-        expected = float(np.clip(round(np.log10(max(value, 1e-12)), 3), base["log_lo"], base["log_hi"]))
-        assert at.slider(key=key).value == pytest.approx(expected)
-        seen[name] = at.slider(key=key).value
-    assert seen["p99"] >= seen["p95"]
+        assert slider(at, RUN_2D).value == value  # exactly the suggested value
+    if "p95" in base["suggest"] and "p99" in base["suggest"]:
+        assert base["suggest"]["p99"] >= base["suggest"]["p95"]
+
+
+def test_degenerate_suggestions_are_dropped():
+    s_test = np.array([0.1, 0.2, 0.3, 0.4])
+    kept = anomaly_view.usable_suggestions(
+        {"p95": 0.25, "best_f1": -4.94e-324, "youden": 5e-324, "p99": 0.5, "x": float("nan")}, s_test
+    )
+    assert kept == {"p95": 0.25}  # negative, denormal, flags-nothing and NaN suggestions are gone
+    options = anomaly_view.threshold_options(-2.0, 0.0, [0.123456789, 0.25])
+    assert 0.123456789 in options and 0.25 in options and options == tuple(sorted(options))
 
 
 def test_save_threshold_is_used_by_core_score(root_with_runs, app_test, tmp_path, capsys):
-
     run_dir = root_with_runs / RUN_16D
     at = open_page(app_test, RUN_16D)
-    key = f"anomaly_thr::{RUN_16D}"
-    sl = at.slider(key=key)
-    value = round(sl.min + 0.37 * (sl.max - sl.min), 3)
-    at.slider(key=key).set_value(value).run()
+    options = [float(o) for o in slider(at, RUN_16D).options]
+    value = options[int(0.37 * len(options))]
+    slider(at, RUN_16D).set_value(value).run()
     at.button(key="anomaly_save").click().run()
     assert not at.exception
     saved = json.loads((run_dir / "threshold.json").read_text())
-    assert saved["threshold"] == pytest.approx(10**value)
-    assert load_run(run_dir).threshold == pytest.approx(10**value)
+    assert saved["threshold"] == value
+    assert load_run(run_dir).threshold == value
+    assert any(c.value == f"Threshold saved with the run: {value:.6g}" for c in at.caption)
     img = tmp_path / "digit.png"
     img.write_bytes(png_bytes(1))
     assert score.main(["--run", str(run_dir), str(img), "--extract-root", str(tmp_path / "x")]) == 0
     row = capsys.readouterr().out.strip().splitlines()[1].split(",")
-    assert float(row[3]) == pytest.approx(10**value, abs=1e-6)  # the CLI prints 6 decimals
-    assert row[2] == ("anomaly" if float(row[1]) > 10**value else "normal")
-    # a new session starts the slider at the saved threshold
+    assert float(row[3]) == pytest.approx(value, abs=1e-6)  # the CLI prints 6 decimals
+    assert row[2] == ("anomaly" if float(row[1]) > value else "normal")
+    # a new session starts the slider exactly at the saved threshold
     at2 = open_page(app_test, RUN_16D)
-    assert at2.slider(key=key).value == pytest.approx(value)
+    assert slider(at2, RUN_16D).value == value
+
+
+def test_run_choice_comes_from_the_url_then_the_session(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.query_params["run"] = RUN_16D
+    at.run()
+    assert not at.exception, at.exception
+    assert at.selectbox(key="anomaly_run").value == RUN_16D
+    at.selectbox(key="anomaly_run").set_value(RUN_2D).run()
+    assert at.session_state["chosen_run"] == RUN_2D and at.query_params["run"] in (RUN_2D, [RUN_2D])
+    # a fresh visit without a URL parameter opens the best-health non-sweep run, not a sweep's
+    write_synthetic_run(root_with_runs / "sweep-softmax-s0-split0", n=1500, dim=2)
+    json_path = root_with_runs / "sweep-softmax-s0-split0" / "config.json"
+    cfg = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({**cfg, "name": "sweep-softmax-s0-split0"}))
+    at2 = app_test(PAGE).run()
+    assert at2.selectbox(key="anomaly_run").value != "sweep-softmax-s0-split0"
+    assert (
+        at2.selectbox(key="anomaly_run").value == catalog.default_entry(catalog.completed_entries()[0]).run_id
+    )
+
+
+def test_health_warning_on_a_collapsed_run(root_with_runs, app_test):
+    run_dir = root_with_runs / RUN_2D
+    with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    noise = np.random.default_rng(0).uniform(1e-9, 5e-7, len(arrays["score"]))  # float32 rounding noise
+    arrays["score"] = np.where(np.isfinite(arrays["score"]), noise, arrays["score"]).astype(np.float32)
+    np.savez(run_dir / "embeddings.npz", **arrays)
+    at = open_page(app_test, RUN_2D)
+    texts = [w.value for w in at.warning]
+    assert any("collapsed" in t and "What to change" in t for t in texts), texts
 
 
 def test_inspect_uploads_direct(root_with_runs, tmp_path):
@@ -176,8 +251,52 @@ def test_upload_through_the_page(root_with_runs, app_test):
     spec = json.loads(at.get("plotly_chart")[3].proto.spec)
     assert "uploaded" in [t.get("name") for t in spec["data"]]  # the star on the hypersphere
     # moving the slider re-decides without re-embedding (same score, decision follows)
-    at.slider(key=f"anomaly_thr::{RUN_2D}").set_value(at.slider(key=f"anomaly_thr::{RUN_2D}").max).run()
+    slider(at, RUN_2D).set_value(float(slider(at, RUN_2D).options[-1])).run()
     assert any(":green[**normal**]" in m.value for m in at.markdown)
+    assert not any("uploads/" in m.value for m in [*at.markdown, *at.error])  # no server path on screen
+
+
+def test_upload_error_sits_under_the_upload_box_with_the_users_name(root_with_runs, app_test):
+    at = open_page(app_test, RUN_2D)
+    at.file_uploader(key=f"anomaly_upload::{RUN_2D}").set_value(
+        [("my photo.png", b"not an image at all", "image/png")]
+    ).run()
+    tree = list(leaves(at.main))
+    kinds = [(type(el).__name__, getattr(el, "key", None)) for el in tree]
+    upload_at = next(
+        i for i, el in enumerate(tree) if getattr(el, "key", None) == f"anomaly_upload::{RUN_2D}"
+    )
+    error_at = next(i for i, el in enumerate(tree) if type(el).__name__ == "Error")
+    assert error_at == upload_at + 1, kinds  # the error right below the upload box, above the map
+    message = at.error[0].value
+    assert message.startswith("my photo.png: ") and "uploads" not in message and "/" not in message
+
+
+def test_inspect_shows_out_of_distribution_and_defect_map(root_with_runs, app_test, monkeypatch):
+    real = score.score_uploads
+
+    def with_maps(run, files, threshold, root, k=None):
+        rows = real(run, files, threshold, root, k)
+        for r in rows:
+            if r["score"] is not None:
+                r["heatmap"] = np.linspace(0, 3, 28 * 28, dtype=np.float32).reshape(28, 28)
+                r["score"] = 10.0  # farther than any training image
+        return rows
+
+    monkeypatch.setattr(score, "score_uploads", with_maps)
+    at = open_page(app_test, RUN_2D)
+    at.file_uploader(key=f"anomaly_upload::{RUN_2D}").set_value(
+        [("odd.png", png_bytes(9), "image/png")]
+    ).run()
+    assert not at.exception, at.exception
+    assert any("Unlike anything this model was trained on" in w.value for w in at.warning)
+    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    maps = [s for s in specs if s["layout"].get("title", {}).get("text") == "Defect map"]
+    assert len(maps) == 1
+    heat = maps[0]["data"][0]
+    assert heat["type"] == "heatmap" and heat["colorbar"]["title"]["text"] == "× threshold"
+    assert np.max(heat["z"]) == pytest.approx(3.0, rel=1e-3)
+    RawFigure(maps[0]["data"], maps[0]["layout"]).validated()
 
 
 def test_tampered_run_and_dim3(root_with_runs, app_test):
@@ -199,3 +318,26 @@ def test_tampered_run_and_dim3(root_with_runs, app_test):
     assert any("approximation" in c.value for c in at.caption)
     at.selectbox(key="anomaly_run").set_value(RUN_2D).run()
     assert not at.exception and metrics(at)["AUROC"] != "—"
+
+
+def test_mistake_galleries_show_defect_maps_of_patch_runs(checkpoints_root, app_test):
+    run_dir = write_synthetic_run(checkpoints_root / "synthetic-patch", n=1500, dim=2)
+    run = load_run(run_dir)
+    test_rows = np.flatnonzero(run.split == 2)
+    grids = np.zeros((len(test_rows), 4, 4), np.float32)
+    grids[:, 0, 0] = 10.0 * float(run.threshold)  # a hot corner, ten times the threshold
+    np.savez(run_dir / "patch_maps.npz", distances=grids, row=test_rows, image_size=np.int64(28),
+             sigma=np.float64(1.0))  # fmt: skip
+    maps = anomaly_view.patch_maps(str(run_dir), catalog.run_mtime(run_dir))
+    heat = anomaly_view.defect_map(maps, int(test_rows[0]), (28, 28), float(run.threshold))
+    assert heat.shape == (28, 28) and heat[:7, :7].mean() > 1.0 > heat[-7:, -7:].mean()  # threshold units
+    assert anomaly_view.defect_map(maps, int(np.flatnonzero(run.split == 0)[0]), (28, 28), 1.0) is None
+    at = app_test(PAGE)
+    at.run()
+    assert not at.exception, at.exception
+    galleries = [h.proto.body for h in at.get("html")]
+    first = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", galleries[0]).group(1)
+    img = np.asarray(Image.open(io.BytesIO(base64.b64decode(first))).convert("RGB")).astype(int)
+    corner = img[:4, :4]
+    assert (corner[..., 0] - corner[..., 1]).mean() > 50  # the hot corner is tinted red
+    assert np.abs(img[-4:, -4:, 0] - img[-4:, -4:, 1]).mean() < 5  # the cold corner is not

@@ -31,6 +31,23 @@ def test_home_renders_and_lists_runs(root_with_runs, app_test):
     assert not at.error
 
 
+def test_home_shows_the_health_of_runs(root_with_runs, app_test):
+    import numpy as np
+
+    run_dir = root_with_runs / RUN_16D
+    with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    noise = np.random.default_rng(0).uniform(1e-9, 5e-7, len(arrays["score"]))  # a collapsed embedding
+    arrays["score"] = np.where(np.isfinite(arrays["score"]), noise, arrays["score"]).astype(np.float32)
+    np.savez(run_dir / "embeddings.npz", **arrays)
+    at = app_test().run()
+    _no_exception(at)
+    df = at.dataframe[0].value
+    assert "scores are noise" in df[df["name"] == RUN_16D].iloc[0]["health"]
+    texts = [w.value for w in at.warning]
+    assert any(RUN_16D in t and "collapsed" in t and "What to change" in t for t in texts), texts
+
+
 def test_home_empty_root(checkpoints_root, app_test):
     at = app_test().run()
     _no_exception(at)
@@ -57,11 +74,11 @@ def test_delete_asks_for_confirmation_then_removes_the_run(root_with_runs, app_t
     at.button(key="delete_ask").click().run()
     _no_exception(at)
     assert (root_with_runs / RUN_2D).is_dir(), "deleted without confirmation"
-    assert any(RUN_2D in w.value for w in at.warning)
+    assert any(f"Delete run `{RUN_2D}`" in w.value for w in at.warning)
     # "Cancel" keeps it
     at.button(key="delete_no").click().run()
     assert (root_with_runs / RUN_2D).is_dir()
-    assert not at.warning
+    assert not any("Delete run" in w.value for w in at.warning)
     # ask again and confirm
     at.selectbox(key="delete_target").set_value(RUN_2D)
     at.button(key="delete_ask").click().run()
