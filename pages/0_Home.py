@@ -12,8 +12,11 @@ from core.train import TrainConfig
 from core.uploads import data_root
 from ui.progress import run_monitor
 from ui.run_table import draw_recent_health, draw_runs_table
+from ui.shell import run_inside_app
 from ui.text import one_line
 from ui.uploads_panel import draw_uploads_panel
+
+run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 
 DEMO_NAMES = ("demo-softmax", "demo-l2softmax")
 DEMO_EPOCHS = 6  # enough for the classes to spread round the circle; ~1-2 min for both runs on 2 cores
@@ -25,6 +28,7 @@ LINKS = (
     ("pages/3_Anomaly.py", "Anomaly", ":material/troubleshoot:"),
     ("pages/4_Compare.py", "Compare", ":material/compare_arrows:"),
 )
+
 INTRO = (
     "Hypersphere Explorer trains image embeddings with softmax, **L2-softmax** (Ranjan et al. 2017), "
     "triplet and margin losses, then lets you look at them on the hypersphere and use them to flag "

@@ -16,7 +16,11 @@ from core.uploads import data_root
 from ui.data_picker import DataChoice, data_section
 from ui.progress import run_monitor
 from ui.run_table import state_badge
+from ui.shell import run_inside_app
 from ui.text import fmt_duration, fmt_time, one_line
+
+run_inside_app()  # first, before anything is drawn (see ui/shell.py)
+
 
 DIMS = (2, 3, 16, 64, 128)
 ALPHA_P = 0.9  # the paper's target probability for alpha_low

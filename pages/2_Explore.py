@@ -13,7 +13,11 @@ from core.views import SPLIT_NAMES, class_name, draw_raw
 from ui.embedding_plot import scatter_figure, selected_rows
 from ui.gallery import sample_gallery, show_gallery, thumbnail
 from ui.norm_plot import norm_histogram
+from ui.shell import run_inside_app
 from ui.text import run_title
+
+run_inside_app()  # first, before anything is drawn (see ui/shell.py)
+
 
 MAX_POINTS_DEFAULT = 10_000
 MAX_POINTS_OPTIONS = [1000, 2000, 5000, 10_000, 20_000, 50_000]

@@ -19,7 +19,11 @@ from ui.gallery import overlay_gallery, sample_gallery
 from ui.health import draw_health
 from ui.inspect_view import inspected_card, mark_out_of_distribution, user_error
 from ui.run_choice import pick_run
+from ui.shell import run_inside_app
 from ui.text import one_line
+
+run_inside_app()  # first, before anything is drawn (see ui/shell.py)
+
 
 GALLERY = 12  # false positives / negatives shown
 CONFUSION_HELP = {

@@ -15,8 +15,11 @@ from core.losses import LOSS_SPECS, LOSSES
 from core.uploads import data_root, full_mnist_present
 from ui.embedding_plot import class_legend, embedding_figure
 from ui.run_table import state_badge
+from ui.shell import run_inside_app
 from ui.sweep_plots import METRIC_LABELS, draw_progress_table, metric_figure
 from ui.text import one_line
+
+run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 
 PER_ROW = 4  # small multiples per row
 PLOTS_PER_ROW = 3
@@ -27,6 +30,7 @@ IN_ONE_SENTENCE = (
     "never be confident (left of the dotted orange line, the paper's bound α_low); too large, and it "
     "behaves like plain softmax (the dashed red line). The sweet spot is usually a little above α_low."
 )
+
 HOW_TO_READ = Path(__file__).resolve().parent.parent / "ui" / "compare_help.md"  # plain-language help
 
 

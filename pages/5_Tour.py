@@ -15,6 +15,10 @@ import streamlit as st
 
 from core.runs import Run, RunError, load_run
 from ui.plotly_spec import PALETTE
+from ui.shell import run_inside_app
+
+run_inside_app()  # first, before anything is drawn (see ui/shell.py)
+
 
 STEP_KEY = "tour_step"
 NORMAL_COLOUR, ANOMALY_COLOUR, FLAGGED_COLOUR = "#2ca02c", "#7f7f7f", "#d62728"

@@ -90,6 +90,17 @@ def _submit(page: Page, password: str) -> None:
     page.get_by_role("button", name="Enter").click()
 
 
+def test_every_page_is_locked_without_the_password(locked_server: str, browser_page: Page):
+    """Runs first on its fresh server: the server's very first script run is for a page URL, which
+    Streamlit would run without app.py (and its gate) if the page did not hand over (ui/shell.py)."""
+    page = browser_page
+    page.goto(f"{locked_server}/Compare", wait_until="domcontentloaded")
+    wait_for_text(page, "Password", timeout=60_000)
+    wait_for_app(page)
+    text = page.locator("body").inner_text()
+    assert "Compare: what does" not in text and RUN_NAME not in text
+
+
 def test_wrong_password_shows_nothing_and_the_right_one_gets_in(locked_server: str, browser_page: Page):
     page = browser_page
     page.goto(locked_server, wait_until="domcontentloaded")
@@ -117,12 +128,3 @@ def test_wrong_password_shows_nothing_and_the_right_one_gets_in(locked_server: s
     page.get_by_role("link", name="Compare").first.click()
     wait_for_text(page, "Compare: what does", timeout=60_000)
     assert page.get_by_label("Password", exact=True).count() == 0
-
-
-def test_every_page_is_locked_without_the_password(locked_server: str, browser_page: Page):
-    page = browser_page
-    page.goto(f"{locked_server}/Compare", wait_until="domcontentloaded")
-    wait_for_text(page, "Password", timeout=60_000)
-    wait_for_app(page)
-    text = page.locator("body").inner_text()
-    assert "Compare: what does" not in text and RUN_NAME not in text
