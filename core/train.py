@@ -169,7 +169,7 @@ def train(
 
 def _train_training_free(config: TrainConfig, bundle, writer, emit, device, notices, t_start) -> dict:
     from core.backbones import ARCH
-    from core.inspection_train import train_training_free
+    from core.inspection_train import method_image_size, train_training_free
 
     metrics, arrays, seconds = train_training_free(config, bundle, writer, device)
     summary = _summary(config, bundle, ARCH, device, metrics)
@@ -178,6 +178,7 @@ def _train_training_free(config: TrainConfig, bundle, writer, emit, device, noti
         epochs=0,
         build_seconds=seconds,
         train_seconds=seconds,
+        method_image_size=method_image_size(config),
         samples_per_second=None,
         notices=notices + [n for n in metrics["notices"] if n not in notices],
     )
