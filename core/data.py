@@ -325,6 +325,12 @@ def load_data(
     train = _split_from(pool, np.flatnonzero((pool.part == TRAIN) & ~is_held), size, channels)
     val = _split_from(pool, np.flatnonzero((pool.part == VAL) & ~is_held), size, channels)
     test = _split_from(pool, np.flatnonzero(pool.part == TEST), size, channels)
+    for c in remaining_normal:
+        if int((pool.y == c).sum()) == 1:
+            notices.append(
+                f"notice: class '{class_names[c]}' has a single image: it is used for training only "
+                "(no validation or test image of it)"
+            )
     del pool  # the float copies above are all we need; free the decoded originals
     bundle = DataBundle(
         name=name,

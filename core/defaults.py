@@ -59,7 +59,7 @@ PROBE_FILES = 32  # header checks are cheap, but a large upload needs only a sam
 class BackboneChoice:
     arch: str  # the resolved architecture (never "auto")
     image_size: int | None  # the input size to load the data at (None: the data's own default)
-    notice: str | None  # one line when "auto" chose for the user
+    notices: tuple[str, ...] = ()  # one line each: what "auto" chose, images that get upsampled
 
 
 def probe_upload(data: str, data_root: str) -> tuple[int, int, bool]:
@@ -85,19 +85,25 @@ def probe_upload(data: str, data_root: str) -> tuple[int, int, bool]:
 def choose_backbone(arch: str, data: str, data_root: str, image_size: int | None) -> BackboneChoice:
     """`arch="auto"`: smallcnn for MNIST-like digits (the bundled sets, or grayscale images of at most
     64 px), pretrained EfficientNet-Lite0 for photos (RGB uploads and MVTec layouts). EfficientNet-Lite0
-    loads the data at PHOTO_IMAGE_SIZE unless `image_size` is given."""
+    loads the data at PHOTO_IMAGE_SIZE unless `image_size` is given; a notice says when the upload's
+    images are smaller and get upsampled (the backbone's patch grid needs the size)."""
+    notices: list[str] = []
+    side = 0
+    if str(data).strip().lower() not in BUNDLED_DIGITS:
+        channels, side, mvtec = probe_upload(data, data_root)
     if arch == "auto":
-        if str(data).strip().lower() in BUNDLED_DIGITS:
+        if not side:
             arch, why = "smallcnn", "digits"
         else:
-            channels, side, mvtec = probe_upload(data, data_root)
             photo = mvtec or DataProfile(0, channels, side).is_photo
             arch, why = ("efficientnet-lite0", "photos") if photo else ("smallcnn", "digit-like images")
-        notice = f"arch auto: {arch} for {why}"
-    else:
-        notice = None
+        notices.append(f"arch auto: {arch} for {why}")
     size = image_size
-    if arch == "efficientnet-lite0" and not image_size:
-        size = PHOTO_IMAGE_SIZE
-        notice = (notice + f" at {size} px") if notice else None
-    return BackboneChoice(arch, size, notice)
+    if arch == "efficientnet-lite0":
+        size = image_size or PHOTO_IMAGE_SIZE
+        if side and side < size:
+            notices.append(
+                f"notice: images of about {side} px (short side) were upsampled to {size}x{size} px "
+                f"for {arch} (its {size // 8}x{size // 8} patch grid)"
+            )
+    return BackboneChoice(arch, size, tuple(notices))

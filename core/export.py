@@ -77,6 +77,13 @@ def preprocessing(run: Run) -> dict:
         "resize": "stretched to image_size x image_size, each channel as a float ('F') image, "
         "Pillow BILINEAR (antialiased when shrinking), then clipped to [0, 1]",
         "orientation": "EXIF orientation applied; JPEG drafted to >= image_size before decoding",
+        # mean/std above are what the script applies; a pretrained EfficientNet-Lite0 normalises for
+        # ImageNet inside the exported graph (core.backbones.ImageNetInput), grayscale repeated there too
+        "inside_graph": (
+            "ImageNet normalisation (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225) and gray->RGB"
+            if run.summary.get("arch") == "efficientnet-lite0"
+            else "nothing"
+        ),
     }
 
 
@@ -149,6 +156,12 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path | None = None)
     if not Path(run_dir).is_dir():
         raise ExportError(f"run directory not found: {run_dir}")
     run = load_run(run_dir)
+    method = str(run.summary.get("method") or "metric")
+    if method != "metric":
+        raise ExportError(
+            f"{run.name}: export supports metric runs only; this is a {method} run "
+            "(score it with python -m core.score)"
+        )
     model = load_run_model(run_dir)
     reference = _reference_embeddings(run)
     prep = preprocessing(run)

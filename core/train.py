@@ -141,7 +141,7 @@ def train(
     bundle = load_bundle(config)
     num_classes = len(bundle.train_classes)
     alpha, alpha_notice = resolve_alpha(config, num_classes)
-    notices = bundle.notices + [n for n in (choice.notice, alpha_notice) if n]
+    notices = bundle.notices + list(choice.notices) + ([alpha_notice] if alpha_notice else [])
     if main:
         for notice in notices:
             print(notice, flush=True)

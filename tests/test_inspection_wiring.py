@@ -63,7 +63,8 @@ def test_arch_auto_picks_smallcnn_for_digits_and_efficientnet_for_photos(mvtec, 
     assert (digits.arch, digits.image_size) == ("smallcnn", None)
     photos = choose_backbone("auto", str(mvtec), str(tmp_path), None)
     assert (photos.arch, photos.image_size) == ("efficientnet-lite0", 224)
-    assert "efficientnet-lite0" in photos.notice and "224" in photos.notice
+    assert photos.notices[0] == "arch auto: efficientnet-lite0 for photos"
+    assert "upsampled to 224x224 px" in photos.notices[1]  # the 64-px crops are enlarged
     assert choose_backbone("auto", str(mvtec), str(tmp_path), 96).image_size == 96  # --image-size wins
     gray = tmp_path / "gray"
     for cls in ("a", "b"):
@@ -182,3 +183,32 @@ def test_cli_knn_run_completes_through_run_job(mvtec, tmp_path):
     argv = ["--data", str(mvtec), "--data-root", str(tmp_path / "root"), "--image-size", str(SIZE)]
     assert main([*argv, "--method", "knn", "--projection", "none", "--run-dir", str(run_dir), "--quiet"]) == 0
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
+
+
+def test_export_refuses_a_patch_run_in_one_line(patch_run, capsys):
+    from core import export
+
+    run_dir, _ = patch_run
+    assert export.main(["--run", str(run_dir), "--format", "onnx"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "metric runs only" in err and "patch run" in err
+
+
+def test_16bit_and_cmyk_photos_are_used_and_a_single_image_class_gets_a_notice(tmp_path):
+    from core.data import load_data
+
+    rng = np.random.default_rng(0)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    for i in range(5):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(tmp_path / "a" / f"{i}.png")
+    Image.fromarray(rng.integers(0, 65535, (40, 40)).astype(np.uint16)).save(tmp_path / "a" / "deep.png")
+    cmyk = Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).convert("CMYK")
+    cmyk.save(tmp_path / "b" / "print.jpg")
+    assert Image.open(tmp_path / "a" / "deep.png").mode == "I;16"
+    bundle = load_data(str(tmp_path), data_root=str(tmp_path / "root"), image_size=32)
+    assert bundle.skipped == [] and bundle.channels == 3
+    sources = bundle.train.source + bundle.val.source + bundle.test.source
+    assert str(tmp_path / "a" / "deep.png") in sources and str(tmp_path / "b" / "print.jpg") in sources
+    (single,) = [n for n in bundle.notices if "single image" in n]
+    assert "'b'" in single
