@@ -185,13 +185,45 @@ def test_cli_knn_run_completes_through_run_job(mvtec, tmp_path):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
-def test_export_refuses_a_patch_run_in_one_line(patch_run, capsys):
-    from core import export
+def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_path):
+    import csv
+    import io
+    import subprocess
+    import sys
+
+    from core.export import export_run
+    from tests.test_export import _WITHOUT_TORCH
 
     run_dir, _ = patch_run
-    assert export.main(["--run", str(run_dir), "--format", "onnx"]) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.count("\n") == 0 and "metric runs only" in err and "patch run" in err
+    result = export_run(run_dir, "onnx", tmp_path / "export")
+    names = {f.name for f in result.files}
+    assert {"embedding.onnx", "memory_bank.npy", "scoring.json", "score_exported.py"} <= names
+    cfg = json.loads((result.out_dir / "scoring.json").read_text())
+    assert cfg["method"] == "patch" and cfg["output_name"] == "patches"
+    assert cfg["preprocessing"]["inside_graph"].startswith("ImageNet normalisation")
+    files, stored = _test_files(run_dir)
+    script = result.out_dir / "score_exported.py"
+    done = subprocess.run(
+        [sys.executable, "-I", "-c", _WITHOUT_TORCH, str(script), *map(str, files)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    exported = {r["path"]: float(r["score"]) for r in csv.DictReader(io.StringIO(done.stdout))}
+    np.testing.assert_allclose([exported[str(f)] for f in files], stored, rtol=1e-4)
+
+
+def test_export_of_a_patch_run_without_its_memory_bank_is_one_error_line(patch_run, tmp_path, capsys):
+    import shutil
+
+    from core import export
+
+    broken = tmp_path / "broken"
+    shutil.copytree(patch_run[0], broken)
+    (broken / "method.npz").unlink()
+    assert export.main(["--run", str(broken), "--format", "onnx", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.strip() == "error: broken: method.npz is missing"
 
 
 def test_16bit_and_cmyk_photos_are_used_and_a_single_image_class_gets_a_notice(tmp_path):
