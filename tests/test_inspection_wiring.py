@@ -117,6 +117,20 @@ def test_tampered_cache_is_recomputed_with_a_notice(metric_run, mvtec):
     assert any(str(victim) in n and "recomputed" in n for n in again["notices"])
 
 
+def test_finetune_blocks_trains_through_the_last_block_on_images(mvtec, tmp_path):
+    run_dir = tmp_path / "finetune"
+    summary = train(_config(mvtec, run_dir, loss="softmax", epochs=1, finetune_blocks=1, projection="none"))
+    assert summary["trained_on"] == "images" and summary["finetune_blocks"] == 1
+    model, _ = load_model(run_dir / "model.pt")
+    trainable = {
+        n.split(".")[3] for n, p in model.backbone.named_parameters() if p.requires_grad and "_blocks" in n
+    }
+    assert trainable == {"15"}  # the last of the 16 blocks only
+    files, stored = _test_files(run_dir)
+    rows, _ = score.score_files(run_dir, files)
+    np.testing.assert_allclose([r["score"] for r in rows], stored, atol=1e-4)
+
+
 # ------------------------------------------------------------------ training-free runs
 def test_knn_run_scores_like_core_score(mvtec, tmp_path):
     run_dir = tmp_path / "knn"
