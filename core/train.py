@@ -101,7 +101,10 @@ def _fit_metric(config: TrainConfig, bundle, model, meta: dict, device, dist, wr
     feature_model = head_model(model)
     # augmentation acts on images; the cached features are of the images as they are
     head_config = replace(config, augment=False)
-    fitted = fit(feature_model, cached.bundle, head_config, device, dist, writer, emit, save)
+    # model.pt holds the 13 MB backbone too: written once after the (seconds-long) head training
+    # rather than after every epoch
+    fitted = fit(feature_model, cached.bundle, head_config, device, dist, writer, emit, lambda: None)
+    save()
     extra = {
         "trained_on": "cached backbone features",
         "feature_seconds": cached.seconds,
