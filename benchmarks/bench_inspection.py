@@ -6,8 +6,10 @@ The sets are generated, written as PNGs into a temporary MVTec-layout folder (no
 and read back through core.ingest, as an upload would be. Per set and method: AUROC, AUPR, the time to
 build (features of the good images + memory bank) and the time to score 100 images. A second table
 compares feature extraction (core.features.extract_features) with a bare torch forward pass of the
-same network on the same batches. `metric` rows (trained heads) come once the trainer takes --arch
-efficientnet-lite0 and --method.
+same network on the same batches. `metric` rows train an embedding head with each loss through
+core.train on the frozen backbone's cached features (reference classes: crops of natural photographs);
+their build time is the feature extraction (first run of a set; the others read the cache) plus the
+head's training. A last line times training a head on cached features for 2,000 images.
 
     nice .venv/bin/python benchmarks/bench_inspection.py --quick      # smoke run, small sets
     .venv/bin/python benchmarks/bench_inspection.py --write           # full run, into RESULTS.md
@@ -38,6 +40,16 @@ from core.methods import build_method  # noqa: E402
 from core.synthetic_defects import TEXTURES, make_inspection_set, write_mvtec  # noqa: E402
 
 SCORE_BATCH = 100
+# metric rows: (label, loss, alpha); "auto" is the paper's lower bound alpha_low for the set's classes
+METRIC_CELLS = (
+    ("softmax", "softmax", "16"),
+    ("l2softmax a=low", "l2softmax", "auto"),
+    ("l2softmax a=4", "l2softmax", "4"),
+    ("l2softmax a=16", "l2softmax", "16"),
+    ("l2softmax a=64", "l2softmax", "64"),
+    ("triplet", "triplet", "16"),
+)
+HEAD_EPOCHS = 30
 
 
 def load_mvtec(base: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -70,6 +82,84 @@ def run_method(name: str, train: np.ndarray, test: np.ndarray, y: np.ndarray, im
         "score100_s": score100_s,
         "notices": "; ".join(method.notices),
     }
+
+
+def run_metric(
+    label: str, loss: str, alpha: str, base: Path, tmp: Path, image_size: int, epochs: int = HEAD_EPOCHS
+) -> dict:
+    """One core.train run (frozen pretrained backbone, head on cached features) and its scoring time."""
+    from core.method_scoring import score_images
+    from core.runs import load_run
+    from core.train import TrainConfig, train
+
+    run_dir = tmp / "runs" / f"{base.name}-{label.replace(' ', '_').replace('=', '')}"
+    cfg = TrainConfig(
+        data=str(base),
+        data_root=str(tmp / "root"),
+        loss=loss,
+        alpha=alpha,
+        epochs=epochs,
+        image_size=image_size,
+        projection="none",
+        run_dir=str(run_dir),
+    )
+    summary = train(cfg)
+    run = load_run(run_dir)
+    test_files = sorted((base / "test").glob("*/*.png"))
+    batch = np.resize(
+        np.stack([load_image(p, image_size, 3) for p in test_files]), (SCORE_BATCH, 3, image_size, image_size)
+    )
+    _, score100_s = timed(score_images, run, batch)
+    return {
+        "method": f"metric {label}",
+        "auroc": summary["anomaly_auroc"],
+        "aupr": summary["anomaly_aupr"],
+        "build_s": summary["feature_seconds"] + summary["train_seconds"],
+        "score100_s": score100_s,
+        "notices": f"head {summary['train_seconds']:.1f}s, cache hits {summary['feature_cache_hits']}/3",
+    }
+
+
+def head_on_cached_features(n: int = 2000, epochs: int = 8) -> dict:
+    """Seconds to train an L2-softmax embedding head on cached pooled features of n images (11 classes,
+    like one normal class + 10 reference photographs), through core.fit's loop."""
+    from core.data import DataBundle, Split
+    from core.distributed import DistInfo
+    from core.fit import fit
+    from core.headfit import PooledFeatureInput
+    from core.losses import build_head
+    from core.models import MetricModel
+    from core.rundir import NoWriter
+    from core.train import TrainConfig
+
+    rng = np.random.default_rng(0)
+    classes = 11
+    y = rng.integers(0, classes, n)
+    centres = rng.normal(size=(classes, 1280)).astype(np.float32)
+    x = torch.from_numpy(np.abs(centres[y] + rng.normal(scale=2.0, size=(n, 1280)).astype(np.float32)))
+
+    def split(rows: np.ndarray) -> Split:
+        return Split(x[rows], y[rows], np.zeros(len(rows), bool), [f"f#{i}" for i in rows])
+
+    bundle = DataBundle(
+        "features",
+        [str(c) for c in range(classes)],
+        list(range(classes)),
+        [0],
+        3,
+        224,
+        split(np.arange(n)),
+        split(np.arange(200)),
+        split(np.arange(200)),
+        [],
+    )
+    cfg = TrainConfig(loss="l2softmax", alpha="16", dim=64, epochs=epochs, augment=False)
+    head = torch.nn.Sequential(torch.nn.Linear(1280, 512), torch.nn.ReLU(), torch.nn.Linear(512, 64))
+    model = MetricModel(PooledFeatureInput(head), build_head("l2softmax", 64, classes, alpha=16.0))
+    fitted, seconds = timed(
+        fit, model, bundle, cfg, torch.device("cpu"), DistInfo(), NoWriter(), lambda e: None, lambda: None
+    )
+    return {"n": n, "epochs": epochs, "seconds": seconds, "samples_per_s": fitted.samples_per_second}
 
 
 def extraction_vs_bare(images: np.ndarray, image_size: int, batch_size: int = 32, repeats: int = 2) -> dict:
@@ -107,8 +197,9 @@ def main() -> None:
     ap.add_argument("--n-test-defect", type=int, default=70)
     ap.add_argument("--patch-size", type=int, default=64, help="side of the crops cut from each photograph")
     ap.add_argument("--image-size", type=int, default=224, help="backbone input size")
-    ap.add_argument("--methods", default="knn,patch")
+    ap.add_argument("--methods", default="metric,knn,patch")
     ap.add_argument("--quick", action="store_true", help="smoke run: 30 train, 10+10 test, 128 px")
+    ap.add_argument("--head-epochs", type=int, default=HEAD_EPOCHS, help="epochs of the metric runs' heads")
     ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
     args = ap.parse_args()
     if args.quick:
@@ -122,18 +213,31 @@ def main() -> None:
             )
             base = write_mvtec(data, Path(tmp))
             train, test, y = load_mvtec(base, args.patch_size)
-            for name in args.methods.split(","):
-                row = {"set": photo, **run_method(name, train, test, y, args.image_size)}
+            methods = args.methods.split(",")
+            cells = [("metric", *cell) for cell in METRIC_CELLS] if "metric" in methods else []
+            cells += [(m,) for m in methods if m != "metric"]
+            for cell in cells:
+                if cell[0] == "metric":
+                    row = {
+                        "set": photo,
+                        **run_metric(*cell[1:], base, Path(tmp), args.image_size, args.head_epochs),
+                    }
+                else:
+                    row = {"set": photo, **run_method(cell[0], train, test, y, args.image_size)}
+                name = row["method"]
                 rows.append(row)
                 print(
-                    f"{photo:8s} {name:6s} AUROC {row['auroc']:.3f} AUPR {row['aupr']:.3f} "
+                    f"{photo:8s} {name:18s} AUROC {row['auroc']:.3f} AUPR {row['aupr']:.3f} "
                     f"build {row['build_s']:.1f}s score100 {row['score100_s']:.1f}s",
                     flush=True,
                 )
         speed = extraction_vs_bare(train, args.image_size)
+    speed["head"] = head_on_cached_features()
     print(
         f"extraction {speed['ours_img_s']:.1f} img/s, bare forward {speed['bare_img_s']:.1f} img/s, "
-        f"ratio {speed['ratio']:.2f}"
+        f"ratio {speed['ratio']:.2f}; head on cached features, 2,000 images x {speed['head']['epochs']} "
+        f"epochs: {speed['head']['seconds']:.1f}s",
+        flush=True,
     )
     if args.write:
         write_section("Inspection methods (issue 10)", report(rows, speed, args, time.perf_counter() - t0))
@@ -145,6 +249,9 @@ def report(rows: list[dict], speed: dict, args: argparse.Namespace, wall_s: floa
         f"training images, {args.n_test_good} good + {args.n_test_defect} defect test images (scratch, spot, "
         f"crack, colour stain, missing piece), backbone input {args.image_size} px, "
         "ImageNet-pretrained EfficientNet-Lite0.",
+        "",
+        f"`metric` rows: core.train, frozen pretrained backbone, head trained {args.head_epochs} epochs "
+        "on cached features; reference classes = crops of natural photographs (one-class upload).",
         "",
         "| set | method | AUROC | AUPR | build (s) | score 100 images (s) |",
         "|---|---|---|---|---|---|",
@@ -158,6 +265,11 @@ def report(rows: list[dict], speed: dict, args: argparse.Namespace, wall_s: floa
         "",
         f"Feature extraction: {speed['ours_img_s']:.1f} images/s against {speed['bare_img_s']:.1f} images/s "
         f"for a bare forward pass on the same {speed['n']} images (ratio {speed['ratio']:.2f}).",
+        "",
+        f"Training an L2-softmax head (1280 -> 512 -> 64, alpha 16) on cached features of "
+        f"{speed['head']['n']:,} images for {speed['head']['epochs']} epochs: "
+        f"{speed['head']['seconds']:.1f} s "
+        f"({speed['head']['samples_per_s']:.0f} samples/s in the optimiser steps).",
         "",
         f"- Machine: {machine()}; wall time {wall_s / 60:.1f} min",
         f"- Command: `python benchmarks/bench_inspection.py{' --quick' if args.quick else ''} --write`",

@@ -45,6 +45,10 @@ REF_PREFIX = "ref:"
 FOLDER_FRACTIONS = (0.7, 0.1, 0.2)  # train, val, test for class-per-folder uploads
 MVTEC_VAL_FRACTION = 0.1
 MAX_REFERENCE_SAMPLES = 2000
+# one-class photo uploads: crops of natural photographs (core.reference_photos), one class per photo;
+# about as many as the good images, within these bounds (at 224 px, 500 crops are 300 MB of floats)
+PHOTO_REFERENCE_RANGE = (100, 500)
+PHOTO_SOURCE_PREFIX = "reference-photo#"
 REFERENCE_VAL_FRACTION = 0.1
 
 
@@ -218,6 +222,27 @@ def _source_pool(
     return name, pool, digits, list(range(10)), 1, int(image_size or MNIST_SIDE), []
 
 
+def _photo_reference(
+    bundle: DataBundle, seed: int
+) -> tuple[torch.Tensor, list[str], np.ndarray, list[str], str]:
+    """(x, class names, y, sources, description) of natural-photo crops, one class per photograph."""
+    from core.reference_photos import reference_crops
+
+    low, high = PHOTO_REFERENCE_RANGE
+    n = min(high, max(low, len(bundle.train) + len(bundle.val)))
+    crops = reference_crops(n, bundle.image_size, bundle.channels, seed)
+    names = list(crops.photos)
+    y = np.array([names.index(src) for src in crops.sources], dtype=np.int64)
+    sources = [f"{PHOTO_SOURCE_PREFIX}{i}:{src}" for i, src in enumerate(crops.sources)]
+    return torch.from_numpy(crops.images), names, y, sources, crops.notice()
+
+
+def _is_photo_bundle(bundle: DataBundle) -> bool:
+    from core.defaults import DataProfile
+
+    return DataProfile(len(bundle.train), bundle.channels, bundle.image_size).is_photo
+
+
 def _add_reference(
     bundle: DataBundle, reference: str, data_root: str | os.PathLike, seed: int, is_mnist: bool
 ) -> None:
@@ -243,10 +268,14 @@ def _add_reference(
             "the held-out digits; hold out fewer classes or use --reference PATH"
         )
     keyword = ref_keyword if ref_keyword in REFERENCE_KEYWORDS else None
-    x_ref, ref_names, y_ref, src_ref, ref_skipped = _reference_pool(
-        keyword or ref_value, data_root, bundle.image_size, bundle.channels, seed
-    )
-    bundle.skipped += ref_skipped
+    photo_notice = None
+    if keyword == "auto" and not is_mnist and _is_photo_bundle(bundle):
+        x_ref, ref_names, y_ref, src_ref, photo_notice = _photo_reference(bundle, seed)
+    else:
+        x_ref, ref_names, y_ref, src_ref, ref_skipped = _reference_pool(
+            keyword or ref_value, data_root, bundle.image_size, bundle.channels, seed
+        )
+        bundle.skipped += ref_skipped
     offset = len(bundle.class_names)
     bundle.class_names = bundle.class_names + [f"{REF_PREFIX}{n}" for n in ref_names]
     bundle.train_classes += list(range(offset, offset + len(ref_names)))
@@ -256,6 +285,9 @@ def _add_reference(
     bundle.train = _concat(bundle.train, x_ref[ref_train], y_ref[ref_train], [src_ref[i] for i in ref_train])
     bundle.val = _concat(bundle.val, x_ref[ref_val], y_ref[ref_val], [src_ref[i] for i in ref_val])
     label = "bundled mnist-5k digits" if keyword else ref_value
+    if photo_notice:
+        label = "crops of natural photographs"
+        bundle.notices.append(f"notice: {photo_notice}")
     bundle.notices.append(
         f"notice: one normal class ('{only}'); added {len(ref_names)} reference classes "
         f"({len(y_ref)} images) from {label}"
@@ -269,12 +301,15 @@ def load_data(
     reference: str = "auto",
     seed: int = 0,
     image_size: int | None = None,
+    add_reference: bool = True,
 ) -> DataBundle:
     """Load `mnist-5k`, `mnist`, a folder or a .zip into deterministic train/val/test splits.
 
     holdout_classes are removed from train/val and become test anomalies. With a single normal
     class, `reference` ("auto" | "mnist-5k" | PATH | "none") supplies extra training classes
-    named "ref:<name>" (train/val only). Raises DataError (one line) on unusable input."""
+    named "ref:<name>" (train/val only); photo uploads get crops of natural photographs for "auto".
+    `add_reference=False` (training-free methods) never adds them.
+    Raises DataError (one line) on unusable input."""
     data = str(data).strip()
     seed = int(seed)
     if image_size is not None and int(image_size) < 1:
@@ -290,6 +325,12 @@ def load_data(
     train = _split_from(pool, np.flatnonzero((pool.part == TRAIN) & ~is_held), size, channels)
     val = _split_from(pool, np.flatnonzero((pool.part == VAL) & ~is_held), size, channels)
     test = _split_from(pool, np.flatnonzero(pool.part == TEST), size, channels)
+    for c in remaining_normal:
+        if int((pool.y == c).sum()) == 1:
+            notices.append(
+                f"notice: class '{class_names[c]}' has a single image: it is used for training only "
+                "(no validation or test image of it)"
+            )
     del pool  # the float copies above are all we need; free the decoded originals
     bundle = DataBundle(
         name=name,
@@ -304,7 +345,8 @@ def load_data(
         notices=notices,
         skipped=skipped,
     )
-    _add_reference(bundle, reference, data_root, seed, data.lower() in BUILTIN_DATA)
+    if add_reference:
+        _add_reference(bundle, reference, data_root, seed, data.lower() in BUILTIN_DATA)
     if bundle.skipped:
         path, reason = bundle.skipped[0]
         bundle.notices.append(
@@ -322,6 +364,7 @@ def load_bundle(config) -> DataBundle:
         reference=config.reference,
         seed=config.seed,
         image_size=config.image_size,
+        add_reference=getattr(config, "method", "metric") == "metric",
     )
 
 

@@ -48,3 +48,62 @@ def suggested_settings(profile: DataProfile, batch_size: int = DEFAULT_BATCH_SIZ
     if profile.is_photo:
         settings["image_size"] = PHOTO_IMAGE_SIZE
     return settings
+
+
+# ------------------------------------------------------------------ backbone for a run's data
+BUNDLED_DIGITS = ("mnist-5k", "mnist")
+PROBE_FILES = 32  # header checks are cheap, but a large upload needs only a sample to tell photos
+
+
+@dataclass(frozen=True)
+class BackboneChoice:
+    arch: str  # the resolved architecture (never "auto")
+    image_size: int | None  # the input size to load the data at (None: the data's own default)
+    notices: tuple[str, ...] = ()  # one line each: what "auto" chose, images that get upsampled
+
+
+def probe_upload(data: str, data_root: str) -> tuple[int, int, bool]:
+    """(channels, median short side, is MVTec layout) of an upload from a sample of image headers."""
+    from core.images import choose_channels, probe_image
+    from core.ingest import detect_layout, list_image_files, resolve_upload
+
+    root = resolve_upload(data, data_root)
+    files = list_image_files(root)
+    sample = files[:: max(1, len(files) // PROBE_FILES)][:PROBE_FILES]
+    modes, sides = [], []
+    for path in sample:
+        try:
+            mode, width, height = probe_image(path)
+        except ValueError:  # IngestError: an unusable file is skipped (and named) when the data load
+            continue
+        modes.append(mode)
+        sides.append(min(width, height))
+    side = sorted(sides)[len(sides) // 2] if sides else 0
+    return choose_channels(modes), side, detect_layout(root) == "mvtec"
+
+
+def choose_backbone(arch: str, data: str, data_root: str, image_size: int | None) -> BackboneChoice:
+    """`arch="auto"`: smallcnn for MNIST-like digits (the bundled sets, or grayscale images of at most
+    64 px), pretrained EfficientNet-Lite0 for photos (RGB uploads and MVTec layouts). EfficientNet-Lite0
+    loads the data at PHOTO_IMAGE_SIZE unless `image_size` is given; a notice says when the upload's
+    images are smaller and get upsampled (the backbone's patch grid needs the size)."""
+    notices: list[str] = []
+    side = 0
+    if str(data).strip().lower() not in BUNDLED_DIGITS:
+        channels, side, mvtec = probe_upload(data, data_root)
+    if arch == "auto":
+        if not side:
+            arch, why = "smallcnn", "digits"
+        else:
+            photo = mvtec or DataProfile(0, channels, side).is_photo
+            arch, why = ("efficientnet-lite0", "photos") if photo else ("smallcnn", "digit-like images")
+        notices.append(f"arch auto: {arch} for {why}")
+    size = image_size
+    if arch == "efficientnet-lite0":
+        size = image_size or PHOTO_IMAGE_SIZE
+        if side and side < size:
+            notices.append(
+                f"notice: images of about {side} px (short side) were upsampled to {size}x{size} px "
+                f"for {arch} (its {size // 8}x{size // 8} patch grid)"
+            )
+    return BackboneChoice(arch, size, tuple(notices))

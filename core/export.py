@@ -3,7 +3,9 @@
 Writes into the output folder:
 - `embedding.onnx` or `embedding.torchscript.pt`: the embedding network (what core.score embeds
   with), batch dimension dynamic;
-- `reference_embeddings.npy`: the run's normal training embeddings, what core.score compares to;
+- `reference_embeddings.npy`: the run's normal training embeddings, what core.score compares to
+  (patch runs: `memory_bank.npy`, the patch memory bank, and the network outputs patch embeddings
+  [N, h, w, D]; knn runs: the network is the pretrained backbone's pooled features);
 - `scoring.json`: threshold, k, the score's definition and the preprocessing, exactly as core.score
   does it (core.ingest.load_image);
 - `score_exported.py`: a standalone scorer that needs only numpy, Pillow and onnxruntime (torch
@@ -31,10 +33,15 @@ from core.runs import Run, RunError, load_run, load_run_model, saved_threshold
 FORMATS = ("onnx", "torchscript")
 MODEL_FILES = {"onnx": "embedding.onnx", "torchscript": "embedding.torchscript.pt"}
 REFERENCE_FILE = "reference_embeddings.npy"
+BANK_FILE = "memory_bank.npy"
 SCORING_FILE = "scoring.json"
 SCRIPT_FILE = "score_exported.py"
 SCRIPT_TEMPLATE = Path(__file__).with_name("export_template") / SCRIPT_FILE
-INPUT_NAME, OUTPUT_NAME = "image", "embedding"
+INPUT_NAME, OUTPUT_NAME, PATCH_OUTPUT_NAME = "image", "embedding", "patches"
+SCORE_RULES = {
+    "metric": "mean over the k nearest reference embeddings of the cosine distance 1 - cos, clipped at 0",
+    "patch": "largest over the image's patches of the Euclidean distance to the nearest memory-bank row",
+}
 
 
 class ExportError(RuntimeError):
@@ -59,6 +66,40 @@ class _Embedder(torch.nn.Module):
         return self.model.embed(image)
 
 
+class _Features(torch.nn.Module):
+    """knn and patch runs: the pretrained backbone at the method's input size; pooled features (knn)
+    or the patch embedding [N, h, w, D] (patch: 3x3 average and upsampling inside the graph)."""
+
+    def __init__(self, extractor: torch.nn.Module, image_size: int, blocks: tuple[int, ...] | None) -> None:
+        super().__init__()
+        self.extractor, self.image_size, self.blocks = extractor, int(image_size), blocks
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        from core.backbones import resize_batch
+        from core.features import patch_embedding
+
+        x = resize_batch(image, self.image_size)
+        if self.blocks is None:
+            return self.extractor(x)
+        return patch_embedding(self.extractor.feature_maps(x, self.blocks)).permute(0, 2, 3, 1)
+
+
+def _network_and_reference(run: Run) -> tuple[torch.nn.Module, np.ndarray, str]:
+    """(network to export, the array it is compared to, the method) for any method's run."""
+    from core.method_scoring import _extractor, knn_image_size, load_patchcore, run_method
+
+    method = run_method(run)
+    if method == "metric":
+        return _Embedder(load_run_model(run.run_dir)), _reference_embeddings(run), method
+    if method == "knn":
+        size = knn_image_size(run)
+        extractor = _extractor(bool(run.summary.get("pretrained", True)), size)
+        return _Features(extractor, size, None), _reference_embeddings(run), method
+    patchcore = load_patchcore(run)
+    cfg = patchcore.config
+    return _Features(patchcore._net(), cfg.image_size, tuple(cfg.blocks)), patchcore.bank, method
+
+
 def preprocessing(run: Run) -> dict:
     """core.score's preprocessing, spelled out for a reimplementation without this project."""
     # The same fallbacks as core.score.score_files.
@@ -77,6 +118,13 @@ def preprocessing(run: Run) -> dict:
         "resize": "stretched to image_size x image_size, each channel as a float ('F') image, "
         "Pillow BILINEAR (antialiased when shrinking), then clipped to [0, 1]",
         "orientation": "EXIF orientation applied; JPEG drafted to >= image_size before decoding",
+        # mean/std above are what the script applies; a pretrained EfficientNet-Lite0 normalises for
+        # ImageNet inside the exported graph (core.backbones.ImageNetInput), grayscale repeated there too
+        "inside_graph": (
+            "ImageNet normalisation (mean 0.485, 0.456, 0.406; std 0.229, 0.224, 0.225) and gray->RGB"
+            if run.summary.get("arch") == "efficientnet-lite0"
+            else "nothing"
+        ),
     }
 
 
@@ -87,10 +135,10 @@ def _reference_embeddings(run: Run) -> np.ndarray:
     return ref
 
 
-def _export_onnx(embedder: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
+def _export_onnx(embedder: torch.nn.Module, example: torch.Tensor, path: Path, patch: bool = False) -> str:
     """torch.onnx's default (dynamo) exporter; the TorchScript-based one if that fails."""
     batch = torch.export.Dim("batch", min=1)
-    common = {"input_names": [INPUT_NAME], "output_names": [OUTPUT_NAME]}
+    common = {"input_names": [INPUT_NAME], "output_names": [PATCH_OUTPUT_NAME if patch else OUTPUT_NAME]}
     try:
         with redirect_stdout(io.StringIO()):  # the dynamo exporter narrates every step on stdout
             torch.onnx.export(
@@ -112,26 +160,29 @@ def _export_onnx(embedder: torch.nn.Module, example: torch.Tensor, path: Path) -
     return "torch.onnx.export (dynamo=False)"
 
 
-def _export_torchscript(embedder: torch.nn.Module, example: torch.Tensor, path: Path) -> str:
+def _export_torchscript(
+    embedder: torch.nn.Module, example: torch.Tensor, path: Path, patch: bool = False
+) -> str:
     traced = torch.jit.trace(embedder, example)  # convolutional nets: no data-dependent control flow
     torch.jit.save(traced, str(path))
     return "torch.jit.trace"
 
 
-def _scoring_config(run: Run, fmt: str, exporter: str, reference: np.ndarray) -> dict:
+def _scoring_config(run: Run, fmt: str, exporter: str, reference: np.ndarray, method: str) -> dict:
+    patch = method == "patch"
     return {
         "run": run.name,
+        "method": method,
         "format": fmt,
         "exporter": exporter,
         "model_file": MODEL_FILES[fmt],
         "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "reference_file": REFERENCE_FILE,
+        "output_name": PATCH_OUTPUT_NAME if patch else OUTPUT_NAME,
+        "reference_file": BANK_FILE if patch else REFERENCE_FILE,
         "threshold": run.threshold,  # a saved threshold.json wins over summary.json, as in core.score
         "threshold_source": "threshold.json" if saved_threshold(run.run_dir) is not None else "summary.json",
         "k": min(int(run.summary.get("k", 5)), len(reference)),
-        "score": "mean over the k nearest reference embeddings of the cosine distance 1 - cos, "
-        "clipped at 0; score > threshold means anomaly",
+        "score": SCORE_RULES["patch" if patch else "metric"] + "; score > threshold means anomaly",
         "preprocessing": preprocessing(run),
         "loss": run.summary.get("loss"),
         "alpha": run.summary.get("alpha"),
@@ -149,8 +200,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path | None = None)
     if not Path(run_dir).is_dir():
         raise ExportError(f"run directory not found: {run_dir}")
     run = load_run(run_dir)
-    model = load_run_model(run_dir)
-    reference = _reference_embeddings(run)
+    network, reference, method = _network_and_reference(run)
     prep = preprocessing(run)
     out = Path(out_dir) if out_dir else Path(run_dir) / f"export-{fmt}"
     try:
@@ -163,9 +213,10 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path | None = None)
         example = torch.rand(2, prep["channels"], prep["image_size"], prep["image_size"])
         export = _export_onnx if fmt == "onnx" else _export_torchscript
         with torch.no_grad():
-            exporter = export(_Embedder(model).eval(), example, staging / MODEL_FILES[fmt])
-        np.save(staging / REFERENCE_FILE, reference, allow_pickle=False)
-        write_json(staging / SCORING_FILE, _scoring_config(run, fmt, exporter, reference))
+            exporter = export(network.eval(), example, staging / MODEL_FILES[fmt], method == "patch")
+        reference_file = BANK_FILE if method == "patch" else REFERENCE_FILE
+        np.save(staging / reference_file, reference.astype(np.float32), allow_pickle=False)
+        write_json(staging / SCORING_FILE, _scoring_config(run, fmt, exporter, reference, method))
         shutil.copyfile(SCRIPT_TEMPLATE, staging / SCRIPT_FILE)
         files = []
         for f in sorted(staging.iterdir()):  # the ONNX exporter may add an external-weights file

@@ -26,7 +26,14 @@ def new_model(
 ) -> tuple[MetricModel, str]:
     """A freshly initialised model for `config` (backbone + loss head) and the architecture it chose."""
     arch = resolve_arch(config.arch, channels, image_size)
-    backbone = build_backbone(arch, channels, config.dim)
+    backbone = build_backbone(
+        arch,
+        channels,
+        config.dim,
+        pretrained=config.pretrained,
+        finetune_blocks=config.finetune_blocks,
+        image_size=image_size,
+    )
     head = build_head(
         config.loss,
         config.dim,
@@ -57,8 +64,16 @@ def checkpoint_meta(config: TrainConfig, bundle, alpha: float, arch: str) -> dic
 def build_model(meta: dict) -> torch.nn.Module:
     """Rebuild the model from what model.pt carries (config + class counts); weights not loaded."""
     cfg = meta["config"]
-    arch = resolve_arch(cfg["arch"], meta["channels"], meta["image_size"])
-    backbone = build_backbone(arch, meta["channels"], int(cfg["dim"]), pretrained=False)
+    # the architecture the run resolved (an old run's "auto" may have meant another default)
+    arch = meta.get("arch") or resolve_arch(cfg["arch"], meta["channels"], meta["image_size"])
+    backbone = build_backbone(
+        arch,
+        meta["channels"],
+        int(cfg["dim"]),
+        pretrained=False,  # the weights come from model.pt
+        finetune_blocks=int(cfg.get("finetune_blocks") or 0),
+        image_size=meta["image_size"],
+    )
     head = build_head(
         cfg["loss"],
         int(cfg["dim"]),

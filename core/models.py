@@ -68,7 +68,16 @@ class ResNet18Embedding(nn.Module):
         return self.net(x)
 
 
-def build_backbone(arch: str, in_channels: int, dim: int, pretrained: bool = True) -> nn.Module:
+def build_backbone(
+    arch: str,
+    in_channels: int,
+    dim: int,
+    pretrained: bool = True,
+    finetune_blocks: int = 0,
+    image_size: int | None = None,
+) -> nn.Module:
+    """The embedding network `arch`. efficientnet-lite0 takes `finetune_blocks` (0: frozen backbone)
+    and `image_size` (its static "same" padding is computed for that input size)."""
     if not MIN_DIM <= dim <= MAX_DIM:
         raise ValueError(f"embedding dim must be between {MIN_DIM} and {MAX_DIM}, got {dim}")
     if arch == "smallcnn":
@@ -76,14 +85,21 @@ def build_backbone(arch: str, in_channels: int, dim: int, pretrained: bool = Tru
     if arch == "resnet18":
         return ResNet18Embedding(in_channels, dim, pretrained=pretrained)
     if arch == "efficientnet-lite0":  # grayscale is repeated to 3 channels inside the network
-        from core.backbones import EfficientNetLite0Embedding
+        from core.backbones import DEFAULT_IMAGE_SIZE, EfficientNetLite0Embedding
 
-        return EfficientNetLite0Embedding(dim, pretrained=pretrained)
+        return EfficientNetLite0Embedding(
+            dim,
+            pretrained=pretrained,
+            finetune_blocks=int(finetune_blocks),
+            image_size=int(image_size or DEFAULT_IMAGE_SIZE),
+        )
     raise ValueError(f"unknown architecture '{arch}'; choose smallcnn, resnet18 or efficientnet-lite0")
 
 
 def default_arch(channels: int, image_size: int) -> str:
-    return "smallcnn" if channels == 1 and image_size <= 64 else "resnet18"
+    """smallcnn for MNIST-like digits (grayscale, at most 64 px), pretrained EfficientNet-Lite0 for
+    photos."""
+    return "smallcnn" if channels == 1 and image_size <= 64 else "efficientnet-lite0"
 
 
 class MetricModel(nn.Module):

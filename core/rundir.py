@@ -27,6 +27,8 @@ EMBEDDINGS_FILE = "embeddings.npz"
 PROJECTION_FILE = "projection.npz"
 SUMMARY_FILE = "summary.json"
 THRESHOLD_FILE = "threshold.json"
+METHOD_FILE = "method.npz"  # knn/patch runs: the fitted method's arrays (patch: the memory bank)
+PATCH_MAPS_FILE = "patch_maps.npz"  # patch runs: each test image's patch-distance grid
 
 STATUS_THROTTLE_S = 1.0  # progress updates in status.json at most once a second
 
@@ -71,6 +73,12 @@ class RunWriter:
 
     def embeddings(self, **arrays: np.ndarray) -> None:
         write_npz(self.dir / EMBEDDINGS_FILE, **arrays)
+
+    def method_arrays(self, **arrays: np.ndarray) -> None:
+        write_npz(self.dir / METHOD_FILE, **arrays)
+
+    def patch_maps(self, **arrays: np.ndarray) -> None:
+        write_npz(self.dir / PATCH_MAPS_FILE, **arrays)
 
     def projection(self, **arrays: np.ndarray) -> None:
         write_npz(self.dir / PROJECTION_FILE, **arrays)

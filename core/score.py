@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
+from core import method_scoring
 from core.ingest import IngestError, load_image
-from core.runs import Run, RunError, embed_images, load_run, score_embeddings
+from core.runs import Run, RunError, load_run
 from core.views import star_coords
 
 DEFAULT_IMAGE_SIZE = 28  # runs written before image_size was recorded were all MNIST
@@ -49,15 +50,23 @@ def embed_and_score(
     run: Run, images: list[np.ndarray], k: int | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(embeddings, scores, neighbour rows, neighbour distances) of images [C, S, S] against a run."""
-    emb = embed_images(run.run_dir, np.stack(images))
-    scores, nn_rows, nn_dist = score_embeddings(run, emb, k)
-    return emb, scores, nn_rows, nn_dist
+    scored = score_images(run, images, k)
+    return scored.emb, scored.scores, scored.nn_rows, scored.nn_dist
+
+
+def score_images(
+    run: Run, images: list[np.ndarray], k: int | None = None, with_maps: bool = False
+) -> method_scoring.Scored:
+    """Score images [C, S, S] with the run's method (metric, knn or patch; core.method_scoring);
+    `with_maps`: patch runs add anomaly maps [N, S, S] in the scores' units."""
+    return method_scoring.score_images(run, np.stack(images), k, with_maps)
 
 
 def score_files(
-    run_dir: str | Path, files: list[Path], k: int | None = None
+    run_dir: str | Path, files: list[Path], k: int | None = None, with_maps: bool = False
 ) -> tuple[list[dict], list[tuple[str, str]]]:
-    """Rows of {path, score, nn_rows, nn_dist, embedding}; unusable files come back as (path, reason)."""
+    """Rows of {path, score, nn_rows, nn_dist, embedding} (with `with_maps`, also `image` [C, S, S]
+    and, for patch runs, `heatmap` [S, S]); unusable files come back as (path, reason)."""
     run = load_run(run_dir)
     size, channels = input_shape(run)
     images, kept, skipped = [], [], []
@@ -69,11 +78,15 @@ def score_files(
             skipped.append((str(f), str(e)))
     if not images:
         return [], skipped
-    emb, scores, nn_rows, nn_dist = embed_and_score(run, images, k)
+    scored = score_images(run, images, k, with_maps)
     rows = [
         {"path": str(f), "score": float(s), "nn_rows": r, "nn_dist": d, "embedding": e}
-        for f, s, r, d, e in zip(kept, scores, nn_rows, nn_dist, emb)
+        for f, s, r, d, e in zip(kept, scored.scores, scored.nn_rows, scored.nn_dist, scored.emb)
     ]
+    if with_maps:
+        for j, row in enumerate(rows):
+            row["image"] = images[j]
+            row["heatmap"] = None if scored.maps is None else scored.maps[j]
     return rows, skipped
 
 
@@ -145,13 +158,17 @@ def score_uploads(
 ) -> list[dict]:
     """Score uploaded images (name, bytes) against a run, saving each under ``root``. One row per file,
     in order: {file, sha256, path, score, decision, threshold, nn_rows, nn_dist, nn_source, embedding,
-    image, coords, error}. A file that cannot be used gets score None, decision "error" and a one-line
-    ``error``."""
+    image, coords, error, heatmap, notices}. A file that cannot be used gets score None, decision
+    "error" and a one-line ``error``. ``heatmap``: patch runs only (else None), float32 [S, S] at the
+    size of ``image`` (the run's input size), patch distances upsampled and Gaussian-smoothed (sigma 4
+    px at the backbone's input size), in the score's and threshold's units (its maximum is at most the
+    score). ``notices``: one-line notes of the scoring (e.g. images upsampled for the patch grid)."""
     rows, loaded = _load_uploads(run, files, threshold, Path(root))
     if not loaded:
         return rows
     try:
-        emb, scores, nn_rows, nn_dist = embed_and_score(run, [img for _, img in loaded], k)
+        scored = score_images(run, [img for _, img in loaded], k, with_maps=True)
+        emb, scores, nn_rows, nn_dist = scored.emb, scored.scores, scored.nn_rows, scored.nn_dist
     except (RunError, OSError, RuntimeError, ValueError, KeyError) as e:  # e.g. model.pt missing
         for i, _ in loaded:
             rows[i]["error"] = f"cannot score with run {run.name}: {_one_line(e)}"
@@ -167,6 +184,8 @@ def score_uploads(
             embedding=emb[j],
             image=_display_image(img),
             coords=None if coords is None else coords[j],
+            heatmap=None if scored.maps is None else scored.maps[j],
+            notices=list(scored.notices),
         )
     return rows
 
@@ -178,12 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threshold", type=float, default=None)
     p.add_argument("--k", type=int, default=None, help="neighbours (default: the run's k)")
     p.add_argument("--extract-root", default="data/uploads")
+    p.add_argument(
+        "--heatmaps", default=None, metavar="OUT", help="patch runs: write one PNG overlay per image to OUT"
+    )
     args = p.parse_args(argv)
     try:
         run = load_run(args.run)
         threshold = args.threshold if args.threshold is not None else run.threshold
+        if args.heatmaps and method_scoring.run_method(run) != "patch":
+            raise ValueError(
+                f"--heatmaps needs a patch run; {run.name} is a {method_scoring.run_method(run)} run"
+            )
         files = collect_images(args.paths, Path(args.extract_root))
-        rows, skipped = score_files(args.run, files, args.k)
+        rows, skipped = score_files(args.run, files, args.k, with_maps=bool(args.heatmaps))
+        if args.heatmaps:
+            from core.heatmaps import write_overlays
+
+            for written in write_overlays(rows, threshold, Path(args.heatmaps)):
+                print(f"heatmap: {written}", file=sys.stderr)
     except (RunError, ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

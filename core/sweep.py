@@ -32,7 +32,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from core import jobs
-from core.config import TrainConfig, check_inputs, config_from_args, parse_list
+from core.config import METHODS, TrainConfig, check_inputs, config_from_args, parse_list
 from core.fsutil import write_json
 from core.losses import loss_spec
 from core.sweepfiles import (  # noqa: F401 - re-exported: the pages and tests use core.sweep.*
@@ -74,20 +74,41 @@ def holdout_for_split(known: list[str]) -> list[str]:
     return [str(d) for d in range(10) if str(d) not in known]
 
 
+def _training_free_cells(base: TrainConfig, methods: list[str], seeds: list[int], splits: list) -> list:
+    """One cell per training-free method, seed and split. Their results rows carry the method's name
+    in the `loss` column, so the Compare page draws them as reference lines beside the alpha curves."""
+    cells = []
+    for method, seed, (split_i, holdout) in itertools.product(methods, seeds, splits):
+        cfg = replace(base, method=method, seed=seed, holdout_classes=holdout, run_dir="")
+        cfg.name = f"sweep-{method}-s{seed}-split{split_i}"
+        cfg.validate()
+        meta = {"loss": method, "alpha": "", "seed": seed, "split": split_i, "holdout": ",".join(holdout)}
+        cells.append((cfg, {**meta, "method": method}))
+    return cells
+
+
 def expand_grid(
-    base: TrainConfig, losses: list[str], alphas: list[str], seeds: list[int], openset_splits: int = 0
+    base: TrainConfig,
+    losses: list[str],
+    alphas: list[str],
+    seeds: list[int],
+    openset_splits: int = 0,
+    methods: list[str] | None = None,
 ) -> list[tuple[TrainConfig, dict]]:
-    """One config per cell. Alpha only multiplies the losses that have one (L2-softmax)."""
+    """One config per cell. Alpha only multiplies the losses that have one (L2-softmax). `methods`
+    (default: the base config's): "metric" runs the loss x alpha grid, "knn"/"patch" one cell each."""
     splits = [(i, holdout_for_split(k)) for i, k in enumerate(OPENSET_SPLITS[:openset_splits])] or [
         (0, list(base.holdout_classes))
     ]
-    cells = []
-    for loss in losses:
+    methods = methods or [base.method]
+    cells = _training_free_cells(base, [m for m in methods if m != "metric"], seeds, splits)
+    for loss in losses if "metric" in methods else []:
         has_alpha = loss_spec(loss).has_alpha
         loss_alphas = alphas if has_alpha else [None]
         for alpha, seed, (split_i, holdout) in itertools.product(loss_alphas, seeds, splits):
             cfg = replace(
                 base,
+                method="metric",
                 loss=loss,
                 seed=seed,
                 holdout_classes=holdout,
@@ -265,6 +286,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--alphas", default="", help="comma-separated alphas for l2softmax; 'auto' allowed")
     parser.add_argument("--seeds", default="0")
     parser.add_argument(
+        "--methods",
+        default="",
+        help="comma-separated methods side by side, e.g. metric,knn,patch (default: --method)",
+    )
+    parser.add_argument(
         "--openset-splits", type=int, default=0, help="run the 6-known/4-unknown protocol over N splits"
     )
     parser.add_argument("--out", required=True)
@@ -303,7 +329,11 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[T
         raise ValueError(f"--openset-splits must be between 0 and {len(OPENSET_SPLITS)}")
     if args.openset_splits and base.data not in ("mnist-5k", "mnist"):
         raise ValueError("--openset-splits needs digit data (mnist-5k or mnist)")
-    return args, expand_grid(base, losses, alphas, seeds, args.openset_splits)
+    methods = parse_list(args.methods) or [base.method]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
+    return args, expand_grid(base, losses, alphas, seeds, args.openset_splits, methods)
 
 
 def main(argv: list[str] | None = None) -> int:

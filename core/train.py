@@ -13,7 +13,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from core import distributed as dist_utils
@@ -25,6 +25,7 @@ from core.config import (  # noqa: F401 - re-exported: pages, tests and benchmar
     config_from_args,
     resolve_alpha,
 )
+from core.defaults import choose_backbone
 from core.fit import fit, recalibrate_batchnorm, seed_everything  # noqa: F401 - re-exported
 from core.modelio import build_model, checkpoint_meta, embed_all, load_model, new_model, pick_device  # noqa: F401
 from core.projection import compute_projection, wants_projection  # noqa: F401
@@ -40,14 +41,15 @@ class Cancelled(Exception):
     pass
 
 
-def _summary(
-    config: TrainConfig, bundle, head, alpha: float, arch: str, device, fitted, metrics: dict
-) -> dict:
-    """summary.json: the config's key facts, the evaluation's metrics and the training's timings."""
+def _summary(config: TrainConfig, bundle, arch: str, device, metrics: dict) -> dict:
+    """summary.json's fields shared by every method: the config's key facts and the evaluation."""
+    from core.inspection_train import auroc_note
+
     return {
         "loss": config.loss,
-        "alpha": float(head.alpha_value) if head.has_alpha else None,
-        "alpha_initial": alpha if head.has_alpha else None,
+        "method": config.method,
+        "alpha": None,
+        "alpha_initial": None,
         "alpha_trainable": config.alpha_trainable,
         "dim": config.dim,
         "epochs": config.epochs,
@@ -56,20 +58,60 @@ def _summary(
         "holdout_classes": config.holdout_classes,
         **{k: metrics[k] for k in ("n_train", "n_val", "n_test", "n_test_anomalies", "test_accuracy")},
         **{k: metrics[k] for k in ("precision_at_1", "map_at_r", "anomaly_auroc", "anomaly_aupr")},
+        "auroc_note": auroc_note(metrics["n_test"], metrics["n_test_anomalies"]),
         "threshold": metrics["threshold"],
         "threshold_percentile": metrics["threshold_percentile"],
         "k": config.k,
-        "samples_per_second": fitted.samples_per_second,
-        "train_seconds": fitted.train_seconds,
         "mean_feature_norm": metrics["mean_feature_norm"],
         "class_names": bundle.class_names,
         "normal_classes": bundle.normal_classes,
         "train_classes": bundle.train_classes,
         "device": str(device),
         "arch": arch,
+        "pretrained": config.pretrained,
+        "finetune_blocks": config.finetune_blocks,
         "image_size": bundle.image_size,
         "channels": bundle.channels,
     }
+
+
+def _metric_summary(config, bundle, head, alpha: float, arch: str, device, fitted, metrics: dict) -> dict:
+    return {
+        **_summary(config, bundle, arch, device, metrics),
+        "alpha": float(head.alpha_value) if head.has_alpha else None,
+        "alpha_initial": alpha if head.has_alpha else None,
+        "samples_per_second": fitted.samples_per_second,
+        "train_seconds": fitted.train_seconds,
+    }
+
+
+def _fit_metric(config: TrainConfig, bundle, model, meta: dict, device, dist, writer, emit) -> tuple:
+    """Train a metric run: (fitted, the model and bundle to evaluate, extra summary fields). A frozen
+    pretrained backbone trains its head on cached pooled features (core.headfit)."""
+    from core.headfit import cached_feature_bundle, head_model, trains_on_cached_features
+
+    def save() -> None:
+        writer.checkpoint(meta, model.state_dict())
+
+    if not trains_on_cached_features(model, dist.enabled):
+        fitted = fit(model, bundle, config, device, dist, writer, emit, save)
+        return fitted, model, bundle, {"trained_on": "images"}
+    writer.status(phase="extracting backbone features (cached)", progress=0.0)
+    cached = cached_feature_bundle(model, bundle, config, device)
+    feature_model = head_model(model)
+    # augmentation acts on images; the cached features are of the images as they are
+    head_config = replace(config, augment=False)
+    # model.pt holds the 13 MB backbone too: written once after the (seconds-long) head training
+    # rather than after every epoch
+    fitted = fit(feature_model, cached.bundle, head_config, device, dist, writer, emit, lambda: None)
+    save()
+    extra = {
+        "trained_on": "cached backbone features",
+        "feature_seconds": cached.seconds,
+        "feature_cache_hits": cached.hits,
+        "notices": cached.notices,
+    }
+    return fitted, feature_model, cached.bundle, extra
 
 
 def train(
@@ -97,33 +139,61 @@ def train(
 
     seed_everything(config.seed)
     device = dist.device if dist.enabled else pick_device(config.device)
+    choice = choose_backbone(config.arch, config.data, config.data_root, config.image_size)
+    config.arch, config.image_size = choice.arch, choice.image_size
     bundle = load_bundle(config)
     num_classes = len(bundle.train_classes)
     alpha, alpha_notice = resolve_alpha(config, num_classes)
-    notices = bundle.notices + ([alpha_notice] if alpha_notice else [])
+    notices = bundle.notices + list(choice.notices) + ([alpha_notice] if alpha_notice else [])
     if main:
         for notice in notices:
             print(notice, flush=True)
         writer.config(asdict(config))
     bundle = limit_train(bundle, config.max_train_samples, config.seed)
+    if config.method != "metric":
+        return _train_training_free(config, bundle, writer, emit, device, notices, t_start)
     model, arch = new_model(config, bundle.channels, bundle.image_size, num_classes, alpha)
     model.to(device)
     meta = checkpoint_meta(config, bundle, alpha, arch)
-    fitted = fit(
-        model, bundle, config, device, dist, writer, emit, lambda: writer.checkpoint(meta, model.state_dict())
+    fitted, eval_model, eval_bundle, extra = _fit_metric(
+        config, bundle, model, meta, device, dist, writer, emit
     )
     if not main:
         return {}
 
     writer.status(phase="evaluating", progress=1.0, eta_s=0.0)
-    result = evaluate(model, bundle, config)
+    result = evaluate(eval_model, eval_bundle, config)
     writer.embeddings(**result.arrays)
-    summary = _summary(config, bundle, model.head, alpha, arch, device, fitted, result.metrics)
-    summary["notices"] = notices
+    summary = _metric_summary(config, bundle, model.head, alpha, arch, device, fitted, result.metrics)
+    summary["notices"] = notices + extra.pop("notices", [])
+    summary.update(extra)
+    return _finish(config, writer, emit, summary, result.arrays["emb"], t_start)
+
+
+def _train_training_free(config: TrainConfig, bundle, writer, emit, device, notices, t_start) -> dict:
+    from core.backbones import ARCH
+    from core.inspection_train import method_image_size, train_training_free
+
+    metrics, arrays, seconds = train_training_free(config, bundle, writer, device)
+    summary = _summary(config, bundle, ARCH, device, metrics)
+    summary.update(
+        dim=int(arrays["emb"].shape[1]),
+        epochs=0,
+        build_seconds=seconds,
+        train_seconds=seconds,
+        method_image_size=method_image_size(config),
+        samples_per_second=None,
+        notices=notices + [n for n in metrics["notices"] if n not in notices],
+    )
+    return _finish(config, writer, emit, summary, arrays["emb"], t_start)
+
+
+def _finish(config: TrainConfig, writer, emit, summary: dict, emb, t_start: float) -> dict:
+    """summary.json, then the projection; emits the "done" event."""
     writer.summary(summary)
-    if wants_projection(config.dim, config.projection):
+    if wants_projection(int(emb.shape[1]), config.projection):
         writer.status(phase="projecting")
-        writer.projection(**compute_projection(result.arrays["emb"], config.projection, config.seed))
+        writer.projection(**compute_projection(emb, config.projection, config.seed))
     summary["total_seconds"] = time.time() - t_start
     emit({"event": "done", **{k: v for k, v in summary.items() if not isinstance(v, list)}})
     return summary
@@ -228,6 +298,8 @@ def _print_event(e: dict) -> None:
         )
     elif e["event"] == "done":
         auroc = e.get("anomaly_auroc")
+        if e.get("auroc_note"):
+            print(e["auroc_note"], flush=True)
         print(
             f"done: test_accuracy {e['test_accuracy']:.4f}  P@1 {e['precision_at_1']:.4f}  "
             f"MAP@R {e['map_at_r']:.4f}" + (f"  AUROC {auroc:.4f}" if auroc is not None else ""),

@@ -289,21 +289,27 @@ def test_mvtec_layout_normal_anomalies_and_auto_reference(tmp_path: Path) -> Non
     widget = b.class_names.index("widget")
     assert b.normal_classes == [widget]
     refs = [i for i, n in enumerate(b.class_names) if n.startswith("ref:")]
-    assert [b.class_names[i] for i in refs] == [f"ref:{d}" for d in range(10)]
+    # RGB photos with reference auto: one class per natural photograph (core.reference_photos)
+    assert "ref:chelsea (scikit-image)" in b.class_names and len(refs) == 10
     assert b.train_classes == [widget] + refs
     assert (b.channels, b.image_size) == (3, 64)
-    # train/good: 10 -> 9 train + 1 val; reference digits only in train/val, converted to RGB 64px
+    # train/good: 10 -> 9 train + 1 val; reference crops only in train/val, RGB 64px
     assert (b.train.y == widget).sum() == 9 and (b.val.y == widget).sum() == 1
-    assert np.isin(b.train.y, refs).sum() + np.isin(b.val.y, refs).sum() == 2000
+    assert np.isin(b.train.y, refs).sum() + np.isin(b.val.y, refs).sum() == 100
     assert b.train.x.shape[1:] == (3, 64, 64)
-    ref_x = b.train.x[np.isin(b.train.y, refs)]
-    assert torch.equal(ref_x[:, 0], ref_x[:, 2])  # gray digits replicated to 3 channels
+    assert any("random crops of" in n and "flower.jpg (scikit-learn)" in n for n in b.notices)
     assert not np.isin(b.test.y, refs).any()
     # test: 3 good + 4 defects, defects are anomalies with their own class names
     assert len(b.test) == 7 and b.test.anomaly.sum() == 4
     assert {b.class_names[y] for y in b.test.y[b.test.anomaly]} == {"widget/crack", "widget/scratch"}
     assert (b.test.y[~b.test.anomaly] == widget).all()
     assert not any("mask" in s for s in b.test.source + b.train.source)
+    # the bundled digits stay available on request
+    digits = load_data(str(tmp_path / "mvtec"), data_root=tmp_path / "data", reference="mnist-5k")
+    digit_refs = [i for i, n in enumerate(digits.class_names) if n.startswith("ref:")]
+    assert [digits.class_names[i] for i in digit_refs] == [f"ref:{d}" for d in range(10)]
+    ref_x = digits.train.x[np.isin(digits.train.y, digit_refs)]
+    assert torch.equal(ref_x[:, 0], ref_x[:, 2])  # gray digits replicated to 3 channels
     assert any("added 10 reference classes" in n for n in b.notices)
 
 

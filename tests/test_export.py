@@ -15,9 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from core.data import _mnist5k_arrays
 from core.export import MODEL_FILES, export_run, main
 from core.fsutil import write_json, write_npz, write_torch
+from core.mnist import mnist5k_arrays
 from core.runs import save_threshold
 from core.score import score_files
 
@@ -42,7 +42,7 @@ def _images(folder: Path) -> list[Path]:
     """20 images in the modes and sizes a line camera or a user might give: digits as 8-bit PNGs,
     and RGB, RGBA, 16-bit, palette and JPEG files of other sizes."""
     folder.mkdir()
-    x, _ = _mnist5k_arrays()
+    x, _ = mnist5k_arrays()
     rng = np.random.default_rng(0)
     paths = []
     for i in range(14):

@@ -1,7 +1,8 @@
 """Score images against an exported run: python score_exported.py IMAGE... -> CSV path,score,decision.
 
-Needs numpy, Pillow and onnxruntime (torch instead, for a TorchScript export). The preprocessing, k and
-threshold come from scoring.json beside this file; they repeat what the project's core.score does."""
+Needs numpy, Pillow and onnxruntime (torch instead, for a TorchScript export). The preprocessing, k,
+threshold and method (metric/knn: kNN cosine to reference embeddings; patch: largest patch distance to
+a memory bank) come from scoring.json beside this file; they repeat what the project's core.score does."""
 
 import csv
 import json
@@ -68,6 +69,23 @@ def unit(v: np.ndarray) -> np.ndarray:
     return v / np.maximum(np.linalg.norm(v, axis=1, keepdims=True), 1e-12)
 
 
+def knn_scores(emb: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Mean cosine distance to the k nearest reference embeddings (metric and knn runs)."""
+    dist = np.clip(1.0 - unit(emb.astype(np.float32)) @ reference.T, 0.0, None)
+    return np.sort(dist, axis=1)[:, : CFG["k"]].mean(axis=1)
+
+
+def patch_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
+    """Largest patch distance to the nearest memory-bank row (patch runs), one image at a time."""
+    bank_sq = (bank**2).sum(axis=1)
+    scores = []
+    for grid in patches.astype(np.float64):
+        q = grid.reshape(-1, grid.shape[-1])
+        sq = (q**2).sum(axis=1, keepdims=True) - 2.0 * q @ bank.T + bank_sq
+        scores.append(np.sqrt(np.clip(sq.min(axis=1), 0.0, None)).max())
+    return np.array(scores)
+
+
 def main(paths: list[str]) -> int:
     images, kept = [], []
     for p in paths:
@@ -79,14 +97,16 @@ def main(paths: list[str]) -> int:
     if not images:
         print("error: no usable image to score", file=sys.stderr)
         return 2
-    embed, reference = embedder(), unit(np.load(HERE / CFG["reference_file"], allow_pickle=False))
+    patch = CFG.get("method") == "patch"
+    reference = np.load(HERE / CFG["reference_file"], allow_pickle=False)
+    reference = reference.astype(np.float64) if patch else unit(reference)
+    embed, step = embedder(), 16 if patch else 256
     out = csv.writer(sys.stdout)
     out.writerow(["path", "score", "decision"])
-    for start in range(0, len(images), 256):
-        emb = unit(embed(np.stack(images[start : start + 256])).astype(np.float32))
-        dist = np.clip(1.0 - emb @ reference.T, 0.0, None)
-        scores = np.sort(dist, axis=1)[:, : CFG["k"]].mean(axis=1)
-        for path, s in zip(kept[start : start + 256], scores):
+    for start in range(0, len(images), step):
+        emb = embed(np.stack(images[start : start + step]))
+        scores = patch_scores(emb, reference) if patch else knn_scores(emb, reference)
+        for path, s in zip(kept[start : start + step], scores):
             out.writerow([path, f"{s:.9g}", "anomaly" if s > CFG["threshold"] else "normal"])
     return 0
 
