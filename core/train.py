@@ -190,10 +190,13 @@ def _train_training_free(config: TrainConfig, bundle, writer, emit, device, noti
 
 def _finish(config: TrainConfig, writer, emit, summary: dict, emb, t_start: float) -> dict:
     """summary.json, then the projection; emits the "done" event."""
-    writer.summary(summary)
+    writer.summary(summary)  # the pages can show the run while its projection is computed
     if wants_projection(int(emb.shape[1]), config.projection):
         writer.status(phase="projecting")
+        t_projection = time.time()
         writer.projection(**compute_projection(emb, config.projection, config.seed))
+        summary["projection_seconds"] = time.time() - t_projection
+        writer.summary(summary)
     summary["total_seconds"] = time.time() - t_start
     emit({"event": "done", **{k: v for k, v in summary.items() if not isinstance(v, list)}})
     return summary

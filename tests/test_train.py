@@ -56,8 +56,10 @@ def test_run_directory_holds_every_artefact(l2_run):
         "threshold",
         "threshold_percentile",
         "samples_per_second",
+        "projection_seconds",  # the projection phase reports its time
     ):
         assert key in on_disk, key
+    assert on_disk["projection_seconds"] > 0
     assert on_disk["loss"] == "l2softmax" and on_disk["alpha"] == 8.0 and on_disk["dim"] == 16
     assert on_disk["n_train"] == 600
     assert 0.0 <= on_disk["anomaly_auroc"] <= 1.0 and on_disk["n_test_anomalies"] > 0
