@@ -12,7 +12,6 @@ and how to list them. Loading a run's arrays stays in ``core.runs`` (``RunEntry.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from core.health import HealthWarning, check_run
 from core.losses import LOSS_SPECS
 from core.rundir import SPLIT_TEST
 from core.runs import Run, RunError, list_completed, load_run
+from core.sweepfiles import finite_number
 
 LIVE_STATES = ("queued", "running")
 SWEEP_PREFIX = "sweep-"
@@ -35,13 +35,7 @@ def checkpoints_root() -> Path:
     return Path(jobs.default_root())
 
 
-def number(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, text, NaN)."""
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
+number = finite_number  # one rule for "a usable number" (core.sweepfiles)
 
 
 def read_object(path: Path, what: str) -> dict:
