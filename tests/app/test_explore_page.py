@@ -166,3 +166,22 @@ def test_umap_on_a_sphere_option(checkpoints_root, app_test):
     xyz = np.stack([expand(pts[0][c]) for c in "xyz"], axis=1)
     np.testing.assert_allclose(np.linalg.norm(xyz, axis=1), 1.0, rtol=1e-4)
     assert any("laid out on a sphere" in c.value for c in at.caption)
+
+
+def test_hover_names_class_split_score_and_every_ray_is_labelled(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.run()
+    open_run(at, RUN_2D)
+    scatter = charts(at)[0]
+    points = [t for t in scatter["data"] if t.get("type") == "scattergl"]
+    assert points and all(t["hovertemplate"] == "%{text}<extra></extra>" for t in points)
+    hover = points[0]["text"][0]
+    assert hover.startswith("class ") and " · score " in hover and "row" not in hover
+    assert any(split in hover for split in ("train", "val", "test"))
+    # a click selects a point: no lasso dragmode, which would turn plotly's clickmode to "event"
+    assert "dragmode" not in scatter["layout"]
+    labels = [t for t in scatter["data"] if t.get("mode") == "text" and t.get("legendgroup") == "rays"]
+    (label_trace,) = labels
+    run_weights = np.load(root_with_runs / RUN_2D / "embeddings.npz")["class_weights"]
+    assert len(label_trace["text"]) == len(run_weights) == 6
+    assert all(t.startswith("w[") for t in label_trace["text"]) and label_trace["cliponaxis"] is False
