@@ -346,7 +346,7 @@ def render() -> None:
         "running if you close or reload the page."
     )
     choice = data_section()
-    model = model_section(choice.profile())
+    model = model_section(choice.profile(), mvtec=choice.layout == "mvtec")
     if model.trains_embedding:
         knobs = loss_section(choice)
     else:

@@ -42,21 +42,23 @@ class ModelChoice:
         return self.method not in TRAINING_FREE_METHODS
 
 
-def auto_arch(profile: DataProfile | None) -> str:
-    """What ``arch=auto`` picks for this data (the rule core.config documents for ``auto``)."""
-    return "efficientnet-lite0" if profile is not None and profile.is_photo else "smallcnn"
+def auto_arch(profile: DataProfile | None, mvtec: bool = False) -> str:
+    """What ``arch=auto`` picks for this data (core's rule: photos, or any MVTec layout, get the
+    pretrained EfficientNet-Lite0; digits the small CNN)."""
+    photo = profile is not None and (profile.is_photo or mvtec)
+    return "efficientnet-lite0" if photo else "smallcnn"
 
 
-def _arch_label(arch: str, profile: DataProfile | None) -> str:
+def _arch_label(arch: str, profile: DataProfile | None, mvtec: bool) -> str:
     if arch == "auto":
-        resolved = auto_arch(profile)
+        resolved = auto_arch(profile, mvtec)
         kind = "photos" if resolved == "efficientnet-lite0" else "digits"
         extra = "pretrained " if resolved in PRETRAINED_ARCHS else ""
         return f"auto: {extra}{ARCH_LABELS[resolved]} (for {kind})"
     return ARCH_LABELS.get(arch, arch)
 
 
-def model_section(profile: DataProfile | None) -> ModelChoice:
+def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoice:
     """Method, backbone, weights and fine-tune depth (widget keys: method, arch, pretrained,
     finetune_blocks)."""
     st.subheader("2 · Method and backbone")
@@ -73,12 +75,12 @@ def model_section(profile: DataProfile | None) -> ModelChoice:
     c1, c2, c3 = st.columns([2.2, 1, 1.4])
     if choice.trains_embedding:
         choice.arch = c1.selectbox(
-            "Backbone", ARCHS, key="arch", format_func=lambda a: _arch_label(a, profile)
+            "Backbone", ARCHS, key="arch", format_func=lambda a: _arch_label(a, profile, mvtec)
         )
     else:
         choice.arch = "efficientnet-lite0"
         c1.markdown(f"**Backbone**: {ARCH_LABELS['efficientnet-lite0']} (this method needs its features)")
-    resolved = auto_arch(profile) if choice.arch == "auto" else choice.arch
+    resolved = auto_arch(profile, mvtec) if choice.arch == "auto" else choice.arch
     c1.caption(ARCH_HELP[resolved])
     if resolved in PRETRAINED_ARCHS:
         choice.pretrained = c2.toggle(
