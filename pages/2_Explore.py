@@ -151,7 +151,10 @@ def one_sample(run: Run, r: int, k_nn: int) -> None:
             "file": [_file_name(str(run.source[j])) for j in nn],
         },
         hide_index=True,
-        column_config={"cosine distance": st.column_config.NumberColumn(format="%.4g")},
+        column_config={
+            "cosine distance": st.column_config.NumberColumn(format="%.4g"),
+            "score": st.column_config.NumberColumn(format="%.4g"),
+        },
     )
 
 

@@ -42,11 +42,14 @@ def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
             tips[axis].append(v)
         tips["text"].append(f"w[{name}]")
         tips["textposition"].append(_label_position(end[0], end[1]))
+    # a selection dims every trace's unselected points: the labels stay black
+    keep = {"textfont": {"color": "black"}}
     base = {"name": "class weights", "hoverinfo": "skip", "legendgroup": "rays"}
     if dim == 2:
         lines = {**base, "type": "scatter", "mode": "lines", "x": line["x"], "y": line["y"]}
         lines["line"] = {"color": "black", "width": 1.5}
         labels = {**base, "type": "scatter", "mode": "text", "showlegend": False, "cliponaxis": False}
+        labels.update(textfont={"color": "black"}, selected=keep, unselected=keep)
         labels.update(x=tips["x"], y=tips["y"], text=tips["text"], textposition=tips["textposition"])
         return [lines, labels]
     lines = {**base, "type": "scatter3d", "mode": "lines", "x": line["x"], "y": line["y"], "z": line["z"]}
