@@ -61,10 +61,10 @@ def test_enter_in_a_sweep_field_starts_nothing(
     wait_for_text(page, "Launch a new sweep", timeout=PAGE_TIMEOUT_MS)
     _settle(page)
     launch = page.get_by_text("Launch a new sweep")
-    if not page.get_by_label("Seeds").is_visible():
+    if not page.get_by_role("textbox", name="Seeds").is_visible():
         launch.click()
     for label, value in (("α values (L2-softmax)", "4,16"), ("Seeds", "0")):
-        field = page.get_by_label(label)
+        field = page.get_by_role("textbox", name=label)
         field.fill(value)
         field.press("Enter")
         _settle(page)
