@@ -13,6 +13,8 @@ from core.runs import Run
 from core.views import SPLIT_NAMES, Coords
 from ui.plotly_spec import PALETTE, RawFigure, arr
 
+LABEL_ROOM = 1.3  # how far beyond a ray's tip the axes reach, so that its label fits
+
 
 def _label_position(x: float, y: float) -> str:
     """Text beside a ray's tip, on the side away from the centre (never across the ray)."""
@@ -51,7 +53,10 @@ def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
         labels = {**base, "type": "scatter", "mode": "text", "showlegend": False, "cliponaxis": False}
         labels.update(textfont={"color": "black"}, selected=keep, unselected=keep)
         labels.update(x=tips["x"], y=tips["y"], text=tips["text"], textposition=tips["textposition"])
-        return [lines, labels]
+        # invisible points beyond the tips: the axes' autorange leaves room for the labels' text
+        room = {**base, "type": "scatter", "mode": "markers", "showlegend": False, "marker": {"opacity": 0}}
+        room.update(x=[v * LABEL_ROOM for v in tips["x"]], y=[v * LABEL_ROOM for v in tips["y"]])
+        return [lines, labels, room]
     lines = {**base, "type": "scatter3d", "mode": "lines", "x": line["x"], "y": line["y"], "z": line["z"]}
     lines["line"] = {"color": "black", "width": 4}
     labels = {**base, "type": "scatter3d", "mode": "text", "showlegend": False}

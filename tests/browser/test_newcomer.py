@@ -129,10 +129,14 @@ def _upload(page: Page, base: str, name: str, data: bytes) -> None:
 def _hold_out(page: Page, classes: tuple[str, ...]) -> None:
     box = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Held-out classes")
     for c in classes:
-        box.locator("input").first.click()
-        page.get_by_role("option", name=c, exact=True).click()
+        field = box.locator("input").first
+        field.click()
+        field.press_sequentially(c)
+        field.press("Enter")
         _settle(page)
     page.keyboard.press("Escape")
+    chosen = box.inner_text()
+    assert all(c in chosen for c in classes), chosen
 
 
 def _start_and_wait(page: Page, root: Path) -> tuple[Path, dict]:
