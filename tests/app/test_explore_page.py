@@ -174,9 +174,10 @@ def test_hover_names_class_split_score_and_every_ray_is_labelled(root_with_runs,
     open_run(at, RUN_2D)
     scatter = charts(at)[0]
     points = [t for t in scatter["data"] if t.get("type") == "scattergl"]
-    assert points and all(t["hovertemplate"] == "%{text}<extra></extra>" for t in points)
+    # coloured by class: the trace's name gives the class, each point's text its split and score
+    assert points and all(t["hovertemplate"].startswith("class %{fullData.name} · %{text}") for t in points)
     hover = points[0]["text"][0]
-    assert hover.startswith("class ") and " · score " in hover and "row" not in hover
+    assert " · score " in hover and "row" not in hover
     assert any(split in hover for split in ("train", "val", "test"))
     # a click selects a point: no lasso dragmode, which would turn plotly's clickmode to "event"
     assert "dragmode" not in scatter["layout"]
@@ -185,3 +186,8 @@ def test_hover_names_class_split_score_and_every_ray_is_labelled(root_with_runs,
     run_weights = np.load(root_with_runs / RUN_2D / "embeddings.npz")["class_weights"]
     assert len(label_trace["text"]) == len(run_weights) == 6
     assert all(t.startswith("w[") for t in label_trace["text"]) and label_trace["cliponaxis"] is False
+    at.radio(key="explore_colour").set_value("split").run()
+    points = [t for t in charts(at)[0]["data"] if t.get("type") == "scattergl"]
+    assert (
+        points[0]["text"][0].startswith("class ") and points[0]["hovertemplate"] == "%{text}<extra></extra>"
+    )
