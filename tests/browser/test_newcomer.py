@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
-from . import shot, wait_for_app, wait_for_text
+from . import ARTIFACTS, shot, wait_for_app, wait_for_text
 
 PAGE_TIMEOUT_MS = 120_000
 TRAIN_TIMEOUT_S = 20 * 60  # 2 shared CPU cores
@@ -156,6 +156,14 @@ def _start_and_wait(page: Page, root: Path) -> tuple[Path, dict]:
     return run_dir, json.loads((run_dir / "summary.json").read_text())
 
 
+def _recent_runs_shot(page: Page, name: str) -> None:
+    recent = wait_for_text(page, "Recent runs", timeout=PAGE_TIMEOUT_MS)
+    _settle(page)
+    recent.evaluate("e => e.scrollIntoView({block: 'start'})")  # Streamlit scrolls its own container
+    page.wait_for_timeout(1000)
+    shot(page, name, full_page=False)
+
+
 @pytest.mark.timeout(TRAIN_TIMEOUT_S + 600)
 def test_digit_zip_with_the_page_defaults_reaches_auroc_0_9(
     streamlit_server: str, hse_checkpoints: Path, browser_page: Page
@@ -174,11 +182,9 @@ def test_digit_zip_with_the_page_defaults_reaches_auroc_0_9(
     want = suggested_settings(DataProfile(n_train=round(kept * 0.7), channels=1, image_side=DIGIT_SIDE))
     assert (config["dim"], config["epochs"]) == (want["dim"], want["epochs"]) and want["dim"] == 64
     assert config["arch"] == "auto" and config["image_size"] is None
+    (ARTIFACTS / "newcomer-digits-summary.json").write_text(json.dumps(summary, indent=1))
     assert summary["anomaly_auroc"] > 0.9, summary
-    page.reload(wait_until="domcontentloaded")
-    wait_for_text(page, "Recent runs", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-    shot(page, "newcomer-digits")
+    _recent_runs_shot(page, "newcomer-digits")
 
 
 @pytest.mark.timeout(TRAIN_TIMEOUT_S + 600)
@@ -191,8 +197,6 @@ def test_mvtec_zip_from_a_photo_trains_with_the_page_defaults(
     run_dir, summary = _start_and_wait(page, hse_checkpoints)
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["dim"], config["image_size"], config["pretrained"]) == (64, 224, True)
+    (ARTIFACTS / "newcomer-mvtec-summary.json").write_text(json.dumps(summary, indent=1))
     assert summary.get("anomaly_auroc") is not None
-    page.reload(wait_until="domcontentloaded")
-    wait_for_text(page, "Recent runs", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-    shot(page, "newcomer-mvtec")
+    _recent_runs_shot(page, "newcomer-mvtec")
