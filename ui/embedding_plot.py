@@ -11,7 +11,7 @@ import numpy as np
 from core import views
 from core.runs import Run
 from core.views import SPLIT_NAMES, Coords
-from ui.plotly_spec import PALETTE, RawFigure, arr
+from ui.plotly_spec import PALETTE, RawFigure, arr, arr2
 
 LABEL_ROOM = 1.15  # how far beyond a ray's tip the axes reach, so that its label fits
 
@@ -110,18 +110,13 @@ def colour_groups(
 
 
 HOVER = "%{text}<extra></extra>"
-# coloured by class, each trace is one class: its name gives the class, and every point's text is
-# shorter (a 10k-point figure is a third smaller, which the browser parses on every rerun)
-HOVER_BY_CLASS = "class %{fullData.name} · %{text}<extra></extra>"
 
 
-def hover_texts(run: Run, rows: np.ndarray, with_class: bool = True) -> list[str]:
-    """ "class 3 · test · score 0.0123" for each row (without "class 3 · " when the trace names it)."""
+def hover_texts(run: Run, rows: np.ndarray) -> list[str]:
+    """ "class 3 · test · score 0.0123" for each row (the continuous-colour view's hover)."""
     names = list(run.class_names)
     splits = [SPLIT_NAMES.get(sp, str(sp)) for sp in run.split[rows].tolist()]
     scores = run.score[rows].tolist()
-    if not with_class:
-        return [f"{sp} · score {sc:.3g}" for sp, sc in zip(splits, scores)]
     out = []
     for lab, sp, sc in zip(run.label[rows].tolist(), splits, scores):
         cls = names[lab] if 0 <= lab < len(names) else str(lab)
@@ -129,9 +124,7 @@ def hover_texts(run: Run, rows: np.ndarray, with_class: bool = True) -> list[str
     return out
 
 
-def _points(
-    xy: np.ndarray, rows: np.ndarray, name: str, marker: dict, run: Run | None = None, by_class: bool = False
-) -> dict:
+def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict, run: Run | None = None) -> dict:
     dim = xy.shape[1]
     t = {
         "type": "scattergl" if dim == 2 else "scatter3d",
@@ -143,11 +136,32 @@ def _points(
         "marker": marker,
     }
     if run is not None:
-        t["text"] = hover_texts(run, rows, with_class=not by_class)
-        t["hovertemplate"] = HOVER_BY_CLASS if by_class else HOVER
+        t["text"] = hover_texts(run, rows)
+        t["hovertemplate"] = HOVER
     if dim == 3:
         t["z"] = arr(xy[rows, 2])
     return t
+
+
+def _hover_split_points(run: Run, xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> list[dict]:
+    """One colour group drawn as one trace per (class, split), all under the group's legend entry:
+    each trace's hover template names its class and split, and the score comes from customdata
+    [row, score] (a typed array), so the figure carries no per-point strings (a third of the bytes
+    the browser parses on every rerun)."""
+    traces = []
+    names = list(run.class_names)
+    for lab in np.unique(run.label[rows]).tolist():
+        for code, split in SPLIT_NAMES.items():
+            r = rows[(run.label[rows] == lab) & (run.split[rows] == code)]
+            if len(r) == 0:
+                continue
+            t = _points(xy, r, name, marker)
+            t["customdata"] = arr2(np.stack([r, run.score[r]], axis=1))
+            cls = names[lab] if 0 <= lab < len(names) else str(lab)
+            t["hovertemplate"] = f"class {cls} · {split} · score %{{customdata[1]:.3g}}<extra></extra>"
+            t.update(legendgroup=name, showlegend=not traces)
+            traces.append(t)
+    return traces
 
 
 def scatter_figure(
@@ -192,7 +206,7 @@ def scatter_figure(
             marker = {"size": size, "color": colour}
             if dim == 2:
                 marker["opacity"] = 0.8
-            traces.append(_points(xy, r, name, marker, run, by_class=colour_by == "class"))
+            traces += _hover_split_points(run, xy, r, name, marker)
     if coords.kind in ("sphere", "raw"):
         if coords.radius:
             length = coords.radius * 1.15

@@ -174,20 +174,23 @@ def test_hover_names_class_split_score_and_every_ray_is_labelled(root_with_runs,
     open_run(at, RUN_2D)
     scatter = charts(at)[0]
     points = [t for t in scatter["data"] if t.get("type") == "scattergl"]
-    # coloured by class: the trace's name gives the class, each point's text its split and score
-    assert points and all(t["hovertemplate"].startswith("class %{fullData.name} · %{text}") for t in points)
-    hover = points[0]["text"][0]
-    assert " · score " in hover and "row" not in hover
-    assert any(split in hover for split in ("train", "val", "test"))
+    # one trace per (class, split) under its colour's legend entry: the hover names class and split,
+    # the score comes from customdata [row, score]
+    hovers = [t["hovertemplate"] for t in points]
+    assert all(h.startswith("class ") and " · score %{customdata[1]:.3g}" in h for h in hovers)
+    assert {h.split(" · ")[1] for h in hovers} == {"train", "val", "test"}
+    assert not any("row" in h for h in hovers)
+    first = points[0]
+    rows_scores = expand(first["customdata"])
+    run = np.load(root_with_runs / RUN_2D / "embeddings.npz")
+    np.testing.assert_allclose(rows_scores[:, 1], run["score"][rows_scores[:, 0].astype(int)], rtol=1e-6)
     # a click selects a point: no lasso dragmode, which would turn plotly's clickmode to "event"
     assert "dragmode" not in scatter["layout"]
     labels = [t for t in scatter["data"] if t.get("mode") == "text" and t.get("legendgroup") == "rays"]
     (label_trace,) = labels
-    run_weights = np.load(root_with_runs / RUN_2D / "embeddings.npz")["class_weights"]
+    run_weights = run["class_weights"]
     assert len(label_trace["text"]) == len(run_weights) == 6
     assert all(t.startswith("w[") for t in label_trace["text"]) and label_trace["cliponaxis"] is False
     at.radio(key="explore_colour").set_value("split").run()
     points = [t for t in charts(at)[0]["data"] if t.get("type") == "scattergl"]
-    assert (
-        points[0]["text"][0].startswith("class ") and points[0]["hovertemplate"] == "%{text}<extra></extra>"
-    )
+    assert [t["name"] for t in points if t["showlegend"]] == ["train", "val", "test"]
