@@ -11,7 +11,7 @@ import numpy as np
 from core import views
 from core.runs import Run
 from core.views import SPLIT_NAMES, Coords
-from ui.plotly_spec import PALETTE, RawFigure, arr, arr2
+from ui.plotly_spec import PALETTE, RawFigure, arr
 
 LABEL_ROOM = 1.15  # how far beyond a ray's tip the axes reach, so that its label fits
 
@@ -145,9 +145,9 @@ def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict, run: Run 
 
 def _hover_split_points(run: Run, xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> list[dict]:
     """One colour group drawn as one trace per (class, split), all under the group's legend entry:
-    each trace's hover template names its class and split, and the score comes from customdata
-    [row, score] (a typed array), so the figure carries no per-point strings (a third of the bytes
-    the browser parses on every rerun)."""
+    each trace's hover template names its class and split, and each point carries only its score
+    as text (customdata stays the row index, which selections read): half the bytes of a full
+    per-point hover text, which the browser parses on every rerun."""
     traces = []
     names = list(run.class_names)
     for lab in np.unique(run.label[rows]).tolist():
@@ -156,9 +156,9 @@ def _hover_split_points(run: Run, xy: np.ndarray, rows: np.ndarray, name: str, m
             if len(r) == 0:
                 continue
             t = _points(xy, r, name, marker)
-            t["customdata"] = arr2(np.stack([r, run.score[r]], axis=1))
+            t["text"] = [f"{v:.3g}" for v in run.score[r].tolist()]
             cls = names[lab] if 0 <= lab < len(names) else str(lab)
-            t["hovertemplate"] = f"class {cls} · {split} · score %{{customdata[1]:.3g}}<extra></extra>"
+            t["hovertemplate"] = f"class {cls} · {split} · score %{{text}}<extra></extra>"
             t.update(legendgroup=name, showlegend=not traces)
             traces.append(t)
     return traces
