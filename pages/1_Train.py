@@ -13,7 +13,7 @@ from core import losses as L
 from core.defaults import DataProfile, suggested_settings
 from core.sweep_view import alpha_low
 from core.train import TrainConfig
-from core.uploads import data_root
+from core.uploads import data_root, upload_name
 from ui.data_picker import DataChoice, data_section
 from ui.model_choice import ModelChoice, model_section
 from ui.progress import run_monitor
@@ -317,7 +317,8 @@ def recent_run(entry: catalog.RunEntry) -> None:
         title = (
             f"**{entry.name}** &nbsp; `{entry.run_id}`" if entry.name != entry.run_id else f"`{entry.run_id}`"
         )
-        c1.markdown(f"{title} &nbsp; · {fmt_time(entry.status.get('created'))}")
+        data = upload_name(str(entry.config.get("data") or "")) or entry.data_label
+        c1.markdown(f"{title} &nbsp; · {data} · {fmt_time(entry.status.get('created'))}")
         with c2:
             state_badge(entry.state)
         if entry.error:
