@@ -235,18 +235,50 @@ def cancel(out: Path, grace_s: float = 5.0) -> dict:
     return sweep_state(out)
 
 
+def _grid_args(argv: list[str]) -> list[str]:
+    """The arguments that define a sweep's grid: without where it is written (--out, --root)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--out", "--root"):
+            skip = True
+        elif not a.startswith(("--out=", "--root=")):
+            out.append(a)
+    return out
+
+
+def running_twin(argv: list[str], root: Path | None = None) -> Path | None:
+    """A sweep with the same grid that is still starting or running (the page refuses to start the
+    same sweep twice), or None."""
+    want = _grid_args(list(argv))
+    for out in list_sweeps(Path(root or jobs.default_root())):
+        try:
+            m = read_manifest(out)
+            if _grid_args(list(m.get("argv") or [])) == want and sweep_state(out)["state"] == "running":
+                return out
+        except (OSError, ValueError, KeyError):
+            continue
+    return None
+
+
 def launch(argv: list[str], out: Path, root: Path | None = None) -> dict:
     """Start `python -m core.sweep ARGV --out OUT --root ROOT` in the background (a new session, so it
     outlives the Streamlit script run and the page) and return its manifest at once. The arguments are
     checked here first: a ValueError carries a one-line message for the page."""
     out = Path(out)
     root = Path(root or jobs.default_root())
-    parse_args([*argv, "--out", str(out)])  # raises ValueError on bad input, before anything starts
+    _, cells = parse_args([*argv, "--out", str(out)])  # ValueError on bad input, before anything starts
     out.mkdir(parents=True, exist_ok=True)
     update_manifest(
         out,
         lambda m: m.update(
-            name=out.name, created=time.time(), state="starting", argv=list(argv), **_root_fields(out, root)
+            name=out.name,
+            created=time.time(),
+            state="starting",
+            argv=list(argv),
+            total=len(cells),  # known now: the page shows "0 / N" from the first second
+            **_root_fields(out, root),
         ),
     )
     cmd = [

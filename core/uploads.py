@@ -5,7 +5,10 @@ scan them for the Train page's preview. Plain Python (no streamlit): the page ca
 - ``full_mnist_present(root)``: torchvision's MNIST files are there (no download is ever tried).
 - ``ingest_upload(files, class_name, root) -> Path``: one zip (class folders or MVTec layout) or
   several images of one typed-in class; raises ``core.ingest.IngestError`` (one line).
-- ``preview_folder(root) -> UploadPreview``: layout, class counts, sample paths, skipped files.
+- ``preview_folder(root) -> UploadPreview``: layout, class counts, sample paths, skipped files, the
+  images' channels and typical side (for ``core.defaults.DataProfile``), and the upload's own name.
+- ``upload_name(path) -> str | None``: the name the user gave the upload (``bottles.zip``), read from
+  ``upload.json`` beside the extracted files, for any folder inside it; None outside uploads.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from core import upload_store
+from core.fsutil import read_json, write_json
+from core.images import choose_channels, probe_image
 from core.ingest import (
     IngestError,
     detect_layout,
@@ -45,6 +50,8 @@ PREVIEW_DECODE_SIZE = 16  # the preview only checks that an image decodes: the s
 MAX_WRAPPER_DEPTH = 3  # how many single wrapping folders (``myset/<class>/...``) are descended
 MAX_NAME_CHARS = 120
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._ -]+")
+UPLOAD_META = "upload.json"  # {"name": the user's file name} beside the extracted files
+PROFILE_PROBES = 8  # images whose headers give the upload's channels and typical side
 
 
 def data_root() -> Path:
@@ -81,6 +88,9 @@ def _ingest_zip(name: str, data: bytes, root: Path) -> Path:
     try:
         tmp.write_bytes(data)
         return safe_extract_zip(tmp, root)
+    except IngestError as e:  # the message names our temporary file: name the user's instead
+        user = _safe_component(name, "file name")
+        raise IngestError(str(e).replace(str(tmp), user).replace(tmp.name, user)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -147,8 +157,35 @@ def ingest_upload(
         raise IngestError("upload one .zip at a time, or images without a zip")
     _check_quota(files, root)
     if zips:
-        return _ingest_zip(*zips[0], root)
-    return _ingest_images(files, class_name, root)
+        folder = _ingest_zip(*zips[0], root)
+        _remember_name(folder, _safe_component(zips[0][0], "file name"))
+        return folder
+    folder = _ingest_images(files, class_name, root)
+    first = _safe_component(files[0][0], "file name")
+    _remember_name(folder, first if len(files) == 1 else f"{len(files)} images of {class_name.strip()}")
+    return folder
+
+
+def _remember_name(folder: Path, name: str) -> None:
+    """Record the user's name for a content-addressed upload folder (the first name given wins)."""
+    meta = folder / UPLOAD_META
+    if not meta.is_file():
+        write_json(meta, {"name": name})
+
+
+def upload_name(path: str | Path) -> str | None:
+    """The user's name of the upload holding ``path`` (``bottles.zip``), or None when ``path`` is not
+    inside an upload folder or its name was never recorded."""
+    p = Path(path)
+    for folder in (p, *p.parents)[: MAX_WRAPPER_DEPTH + 3]:
+        if folder.parent.name != "uploads":
+            continue
+        try:
+            name = read_json(folder / UPLOAD_META).get("name")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return str(name) if name else None
+    return None
 
 
 def _check_quota(files: Sequence[tuple[str, bytes]], root: Path) -> None:
@@ -177,6 +214,31 @@ class UploadPreview:
     samples: dict[str, list[str]]  # group -> a few image paths
     skipped: list[tuple[str, str]]  # (path relative to root, reason)
     class_names: list[str]  # classes a holdout can be chosen from (imagefolder), [] for mvtec
+    channels: int = 1  # 1 when the probed images are all grayscale, else 3
+    image_side: int = 0  # median of the probed images' longer sides, in pixels
+    name: str = ""  # the user's name of the upload (``bottles.zip``); the folder's name if unknown
+
+    def n_train(self, holdout: Sequence[str] = (), train_fraction: float = 0.7) -> int:
+        """About how many images the model trains on: ``train/good`` (MVTec), or the kept classes'
+        share ``train_fraction`` (class folders)."""
+        if self.layout == "mvtec":
+            return sum(n for g, n in self.counts.items() if g.split("/")[-2:-1] == ["train"])
+        kept = sum(n for g, n in self.counts.items() if g not in set(holdout))
+        return int(round(kept * train_fraction))
+
+
+def _image_profile(paths: Sequence[str]) -> tuple[int, int]:
+    """(channels, typical side) of a few images, from their headers."""
+    modes, sides = [], []
+    for p in paths[:PROFILE_PROBES]:
+        try:
+            mode, w, h = probe_image(p)
+        except IngestError:
+            continue
+        modes.append(mode)
+        sides.append(max(w, h))
+    sides.sort()
+    return choose_channels(modes), (sides[len(sides) // 2] if sides else 0)
 
 
 def _data_folder(root: Path) -> Path:
@@ -197,7 +259,13 @@ def preview_folder(root: str | Path, per_class: int = 8) -> UploadPreview:
     """Scan an uploaded folder (header checks and decoding at a small size) for the preview."""
     root = _data_folder(Path(root))
     preview = UploadPreview(
-        root=root, layout=detect_layout(root), counts={}, samples={}, skipped=[], class_names=[]
+        root=root,
+        layout=detect_layout(root),
+        counts={},
+        samples={},
+        skipped=[],
+        class_names=[],
+        name=upload_name(root) or root.name,
     )
 
     def add(scan: Any, prefix: str) -> None:
@@ -219,6 +287,8 @@ def preview_folder(root: str | Path, per_class: int = 8) -> UploadPreview:
         scan = scan_image_folder(root, size=PREVIEW_DECODE_SIZE)
         add(scan, "")
         preview.class_names = list(scan.class_names)
+    probes = [p for paths in preview.samples.values() for p in paths[:2]]
+    preview.channels, preview.image_side = _image_profile(probes)
     return preview
 
 

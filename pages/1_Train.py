@@ -10,10 +10,12 @@ import torch
 
 from core import catalog, jobs
 from core import losses as L
+from core.defaults import DataProfile, suggested_settings
 from core.sweep_view import alpha_low
 from core.train import TrainConfig
-from core.uploads import data_root
+from core.uploads import data_root, upload_name
 from ui.data_picker import DataChoice, data_section
+from ui.model_choice import ModelChoice, model_section
 from ui.progress import run_monitor
 from ui.run_table import state_badge
 from ui.shell import run_inside_app
@@ -23,6 +25,8 @@ run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 
 
 DIMS = (2, 3, 16, 64, 128)
+DIM_LABELS = {2: "2-D: draw on a circle", 3: "3-D: draw on a sphere"}
+IMAGE_SIZES = (28, 32, 64, 96, 128, 160, 224)
 ALPHA_P = 0.9  # the paper's target probability for alpha_low
 RECENT_RUNS = 6
 # (label, min, max, default, step, help) of each loss's knobs, shown when its LossSpec has them
@@ -152,7 +156,7 @@ def _knob(col: st.delta_generator.DeltaGenerator, spec: tuple, key: str) -> floa
 
 
 def loss_section(choice: DataChoice) -> LossChoice:
-    st.subheader("2 · Loss")
+    st.subheader("3 · Loss")
     loss = st.selectbox(
         "Loss",
         L.LOSSES,
@@ -189,22 +193,79 @@ def loss_section(choice: DataChoice) -> LossChoice:
     return knobs
 
 
-def training_section(choice: DataChoice, knobs: LossChoice) -> None:
-    st.subheader("3 · Training")
-    c1, c2, c3, c4, c5 = st.columns([2.2, 1, 1, 1.4, 1])
-    dim = c1.selectbox(
-        "Embedding dim",
-        DIMS,
-        index=0,
-        key="dim",
-        format_func=lambda d: f"{d} (view directly on the hypersphere)" if d <= 3 else str(d),
+def suggested(profile: DataProfile | None) -> dict:
+    """TrainConfig's defaults, overridden by what core.defaults suggests for this data (the CLI's
+    source too)."""
+    base = TrainConfig()
+    values = {"dim": base.dim, "epochs": base.epochs, "batch_size": base.batch_size, "lr": base.lr}
+    values["image_size"] = base.image_size
+    if profile is not None:
+        values.update(suggested_settings(profile, base.batch_size))
+    return values
+
+
+def apply_defaults(choice: DataChoice) -> dict:
+    """Put the suggested values into the widgets whenever the data (or its held-out classes) change;
+    the user's edits stand until then."""
+    values = suggested(choice.profile())
+    signature = (choice.data_id, tuple(choice.holdout), bool(choice.value))
+    if st.session_state.get("_defaults_for") != signature:
+        st.session_state["_defaults_for"] = signature
+        for key in ("dim", "epochs", "batch_size", "lr", "image_size"):
+            st.session_state[key] = values[key]
+    return values
+
+
+def _dim_label(d: int, values: dict) -> str:
+    label = DIM_LABELS.get(d, f"{d}-D")
+    return f"{label} (suggested)" if d == values["dim"] else label
+
+
+def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) -> None:
+    st.subheader("4 · Training")
+    values = apply_defaults(choice)
+    profile = choice.profile()
+    if model.trains_embedding:
+        dims = tuple(sorted(set(DIMS) | {int(values["dim"])}))
+        dim = st.radio(
+            "Embedding dimension",
+            dims,
+            key="dim",
+            horizontal=True,
+            format_func=lambda d: _dim_label(d, values),
+            help="Scores are best in 64-D; 2-D and 3-D are drawn directly on the circle or sphere "
+            "(Explore draws higher dimensions through their stored projections).",
+        )
+    else:
+        dim = values["dim"]
+    c2, c3, c4, c5, c6 = st.columns([1, 1, 1.4, 1, 1])
+    epochs = c2.number_input(
+        "Epochs",
+        1,
+        200,
+        key="epochs",
+        help="Suggested from the dataset's size: about 220 optimisation steps.",
+        disabled=not model.trains_embedding,
     )
-    epochs = c2.number_input("Epochs", 1, 200, 5, key="epochs")
-    batch_size = c3.selectbox("Batch size", (32, 64, 128, 256), index=2, key="batch_size")
+    batch_size = c3.selectbox("Batch size", (32, 64, 128, 256), key="batch_size")
     lr = c4.select_slider(
-        "Learning rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), value=1e-3, key="lr", format_func=lambda v: f"{v:g}"
+        "Learning rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), key="lr", format_func=lambda v: f"{v:g}"
     )
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
+    sizes = [None, *sorted(set(IMAGE_SIZES) | ({values["image_size"]} - {None}))]
+    image_size = c6.selectbox(
+        "Image size",
+        sizes,
+        key="image_size",
+        format_func=lambda v: "native" if v is None else f"{v} px",
+        help="Images are resized to this side; photos default to 224 px for the pretrained backbone.",
+    )
+    if profile is not None:
+        kind = "photos" if profile.is_photo else "digit-like images"
+        st.caption(
+            f"Defaults for {choice.label}: about {profile.n_train:,} training images ({kind}), "
+            f"dim {values['dim']}, {values['epochs']} epochs."
+        )
     name = st.text_input("Run name (optional)", key="run_name", placeholder="e.g. l2-alpha16")
     nproc, gpus = 1, torch.cuda.device_count()
     if gpus > 1:  # one DistributedDataParallel rank per GPU; pointless on one device
@@ -233,6 +294,11 @@ def training_section(choice: DataChoice, knobs: LossChoice) -> None:
         mining=knobs.mining,
         scale=None if knobs.scale is None else float(knobs.scale),
         holdout_classes=list(choice.holdout),
+        method=model.method,
+        arch=model.arch,
+        pretrained=bool(model.pretrained),
+        finetune_blocks=int(model.finetune_blocks),
+        image_size=None if image_size is None else int(image_size),
         seed=int(seed),
         name=name.strip(),
         nproc=int(nproc),
@@ -255,7 +321,8 @@ def recent_run(entry: catalog.RunEntry) -> None:
         title = (
             f"**{entry.name}** &nbsp; `{entry.run_id}`" if entry.name != entry.run_id else f"`{entry.run_id}`"
         )
-        c1.markdown(f"{title} &nbsp; · {fmt_time(entry.status.get('created'))}")
+        data = upload_name(str(entry.config.get("data") or "")) or entry.data_label
+        c1.markdown(f"{title} &nbsp; · {data} · {fmt_time(entry.status.get('created'))}")
         with c2:
             state_badge(entry.state)
         if entry.error:
@@ -284,11 +351,19 @@ def render() -> None:
         "running if you close or reload the page."
     )
     choice = data_section()
-    knobs = loss_section(choice)
-    training_section(choice, knobs)
+    model = model_section(choice.profile(), mvtec=choice.layout == "mvtec")
+    if model.trains_embedding:
+        knobs = loss_section(choice)
+    else:
+        st.subheader("3 · Loss")
+        st.caption("This method trains nothing: it scores with the pretrained backbone's features.")
+        knobs = LossChoice(loss=TrainConfig().loss)
+    training_section(choice, model, knobs)
     root = catalog.checkpoints_root()
-    st.subheader("4 · Queue and live progress")
-    st.caption(f"Runs in `{root}`, in training order; at most {jobs.max_parallel()} train(s) at once.")
+    st.subheader("5 · Queue and live progress")
+    slots = jobs.max_parallel()
+    at_once = "one run trains at a time" if slots == 1 else f"up to {slots} runs train at the same time"
+    st.caption(f"Runs in `{root}`, in the order they were started; {at_once}, the others wait.")
     run_monitor(root, key="train", interval=1.5, on_idle=_idle)
     st.subheader("Recent runs")
     entries = [e for e in catalog.list_entries(root) if not e.live][:RECENT_RUNS]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import streamlit as st
@@ -12,7 +13,9 @@ from core.runs import Run
 from core.views import SPLIT_NAMES, class_name, draw_raw
 from ui.embedding_plot import scatter_figure, selected_rows
 from ui.gallery import sample_gallery, show_gallery, thumbnail
+from ui.health import draw_health
 from ui.norm_plot import norm_histogram
+from ui.run_choice import pick_run
 from ui.shell import run_inside_app
 from ui.text import run_title
 
@@ -54,8 +57,9 @@ def sidebar() -> tuple[bool, ViewOptions]:
             "Projection for dim > 3",
             ["umap", "umap_sphere", "pca"],
             key="explore_projection",
-            format_func=lambda p: {"umap_sphere": "UMAP on a sphere"}.get(p, p.upper()),
-            help="Computed by the training job; never in the page.",
+            format_func=lambda p: {"umap_sphere": "UMAP on a sphere (3-D)"}.get(p, p.upper()),
+            help="Stored by the training job (never computed in the page). 'UMAP on a sphere' draws "
+            "a dim > 3 run on the unit sphere.",
         )
         raw = st.toggle(
             "Raw features (dim 2/3)",
@@ -107,39 +111,55 @@ def coords_caption(coords: views.Coords, dim: int) -> None:
 
 
 def scatter(run: Run, coords: views.Coords, rows: np.ndarray, opts: ViewOptions, slot: str) -> list[int]:
-    """The embedding plot; returns the selected rows (box/lasso or a click; none on 3-D views)."""
-    fig = scatter_figure(run, coords, rows, opts.colour_by)
-    if coords.xy.shape[1] == 3:
-        st.plotly_chart(fig, key=f"explore_fig_{slot}", width="stretch")
-        st.caption("Drag to rotate. Box/lasso selection works on 2-D views.")
-        return []
+    """The embedding plot; returns the selected rows (a clicked point, or a box/lasso on 2-D views)."""
+    fig = scatter_figure(run, coords, rows, opts.colour_by, dragmode=None)
     event = st.plotly_chart(
         fig,
         key=f"explore_fig_{slot}",
         on_select="rerun",
-        selection_mode=("points", "box", "lasso"),
+        selection_mode=("points", "box", "lasso") if coords.xy.shape[1] == 2 else ("points",),
         width="stretch",
     )
     return selected_rows(event)
 
 
+def _file_name(source: str) -> str:
+    """A sample's own file name (an uploaded file), or its bundled id (mnist-5k#12)."""
+    return Path(source).name if "/" in source or "\\" in source else source
+
+
 def one_sample(run: Run, r: int, k_nn: int) -> None:
-    st.markdown(
-        f"**Sample {r}** · class `{class_name(run, r)}` · split {SPLIT_NAMES[int(run.split[r])]} · "
-        f"‖f‖ = {float(run.norm[r]):.3f} · score {float(run.score[r]):.3g}"
+    """A clicked point's story: its image, class, split, score and decision, and its neighbours."""
+    score, threshold = float(run.score[r]), run.threshold
+    decision = "anomaly" if score > threshold else "normal"
+    truth = "a held-out class (a true anomaly)" if run.anomaly[r] else "a normal class"
+    c1, c2 = st.columns([1, 5], vertical_alignment="center")
+    c1.image(thumbnail(str(run.source[r])), width=112, clamp=True)
+    c2.markdown(
+        f"**{_file_name(str(run.source[r]))}** · class **{class_name(run, r)}** ({truth}) · "
+        f"{SPLIT_NAMES[int(run.split[r])]} split  \n"
+        f"score **{score:.4g}** against the threshold {threshold:.4g} → called **{decision}** · "
+        f"‖f‖ = {float(run.norm[r]):.3g}"
     )
     nn, dist = views.nearest_neighbours(run.emb, run.emb[r], k=k_nn, exclude=r)
-    st.image([thumbnail(str(run.source[r]))], caption=["selected"], width=96, clamp=True)
-    st.markdown(f"{len(nn)} nearest neighbours (cosine distance):")
-    show_gallery(run, nn, [f"{class_name(run, j)} · {d:.2g}" for j, d in zip(nn, dist)], width=72)
+    st.markdown(f"**Its {len(nn)} nearest neighbours** (cosine distance, nearest first):")
+    captions = [
+        f"{class_name(run, j)} · {SPLIT_NAMES[int(run.split[j])]} · {d:.3g}" for j, d in zip(nn, dist)
+    ]
+    show_gallery(run, nn, captions, width=88)
     st.dataframe(
         {
-            "row": nn,
             "class": [class_name(run, j) for j in nn],
-            "cosine distance": [float(f"{d:.3g}") for d in dist],
-            "source": [str(run.source[j]) for j in nn],
+            "split": [SPLIT_NAMES[int(run.split[j])] for j in nn],
+            "cosine distance": [float(d) for d in dist],
+            "score": [float(run.score[j]) for j in nn],
+            "file": [_file_name(str(run.source[j])) for j in nn],
         },
         hide_index=True,
+        column_config={
+            "cosine distance": st.column_config.NumberColumn(format="%.4g"),
+            "score": st.column_config.NumberColumn(format="%.4g"),
+        },
     )
 
 
@@ -153,7 +173,10 @@ def selection_details(
         st.markdown(f"**{len(selection)} selected samples**{more}")
         show_gallery(run, selection)
     if not selection:
-        st.caption("Click a point for its nearest neighbours; box/lasso select for a gallery and a CSV.")
+        st.caption(
+            "Click a point for its story and its nearest neighbours; choose the lasso or box in the "
+            "plot's toolbar to select many for a gallery and a CSV."
+        )
         return
     csv = views.selection_csv(
         selection,
@@ -193,6 +216,17 @@ def show_run(entry: catalog.RunEntry, opts: ViewOptions, slot: str) -> None:
         st.error(err)
         return
     run_metrics(run)
+    draw_health(run)
+    if run.projection_error:
+        st.warning(run.projection_error)
+    run_view(run, opts, slot)
+    with st.expander("Feature norms: easy samples grow large norms under softmax", expanded=(slot == "a")):
+        norm_view(run, slot)
+
+
+@st.fragment
+def run_view(run: Run, opts: ViewOptions, slot: str) -> None:
+    """The plot and what is selected on it: a click reruns only this part of the page."""
     raw = True if (opts.raw or draw_raw(str(run.summary.get("loss")))) else None
     coords = views.run_coords(run, opts.projection, raw=raw)
     if coords.note:
@@ -205,8 +239,6 @@ def show_run(entry: catalog.RunEntry, opts: ViewOptions, slot: str) -> None:
     selection = scatter(run, coords, rows, opts, slot)
     st.session_state[f"{sel_key}_rows"] = selection
     selection_details(run, coords, selection, opts, slot)
-    with st.expander("Feature norms: easy samples grow large norms under softmax", expanded=(slot == "a")):
-        norm_view(run, slot)
 
 
 def render() -> None:
@@ -228,7 +260,8 @@ def render() -> None:
     names = list(by_name)
     compare, opts = sidebar()
     pick_cols = st.columns(2 if compare else 1)
-    picked = [pick_cols[0].selectbox("Run", names, index=0, key="explore_run_a")]
+    with pick_cols[0]:
+        picked = [pick_run(entries, key="explore_run_a").run_id]
     if compare:
         rest = [n for n in names if n != picked[0]] or names
         picked.append(pick_cols[1].selectbox("Compare with", rest, key="explore_run_b"))

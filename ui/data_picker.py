@@ -9,6 +9,7 @@ import numpy as np
 import streamlit as st
 
 from core.data import load_data
+from core.defaults import DataProfile
 from core.ingest import DataError, IngestError
 from core.uploads import (
     UploadPreview,
@@ -26,6 +27,8 @@ IMAGE_TYPES = ["zip", "png", "jpg", "jpeg", "bmp", "gif", "tif", "tiff", "webp"]
 MNIST_CLASSES = [str(d) for d in range(10)]
 DEFAULT_HOLDOUT = ("6", "7", "8", "9")
 REFERENCE_CLASSES = 10  # reference="auto" adds the 10 bundled digits when one normal class is left
+MNIST_SIDE = 28
+TRAIN_FRACTION = 0.7  # mnist-5k: 3,500 of 5,000 images train; class-folder uploads: 70 %
 SOURCES = {
     "mnist-5k": "Bundled MNIST (5,000 digits)",
     "mnist": "Full MNIST (70,000 digits)",
@@ -40,6 +43,26 @@ class DataChoice:
     data_id: str = "mnist-5k"
     layout: str = "imagefolder"
     holdout: list[str] = field(default_factory=list)
+    label: str = "mnist-5k"  # what the user calls the data (the upload's own file name)
+    counts: dict[str, int] = field(default_factory=dict)  # images per class (mnist)
+    preview: UploadPreview | None = None  # uploads only
+
+    def profile(self) -> DataProfile | None:
+        """What core.defaults needs to suggest settings for this data; None while nothing is chosen."""
+        if not self.value:
+            return None
+        one_class = self.normal_classes == 1
+        if self.preview is not None:
+            return DataProfile(
+                n_train=self.preview.n_train(self.holdout, TRAIN_FRACTION),
+                channels=self.preview.channels,
+                image_side=self.preview.image_side or MNIST_SIDE,
+                one_class=one_class,
+            )
+        kept = sum(n for c, n in self.counts.items() if c not in set(self.holdout))
+        return DataProfile(
+            n_train=int(round(kept * TRAIN_FRACTION)), channels=1, image_side=MNIST_SIDE, one_class=one_class
+        )
 
     @property
     def normal_classes(self) -> int:
@@ -68,12 +91,14 @@ def upload_preview(folder: str) -> UploadPreview:
 
 
 def mnist_source(source: str) -> DataChoice:
-    choice = DataChoice(value=source, class_names=list(MNIST_CLASSES), data_id=source)
     try:
         counts, samples = mnist_preview(source, str(data_root()))
     except (DataError, OSError, ValueError) as e:
         st.error(one_line(e))
         return DataChoice(data_id=source)
+    choice = DataChoice(
+        value=source, class_names=list(MNIST_CLASSES), data_id=source, label=source, counts=counts
+    )
     with st.expander(f"Preview: {sum(counts.values()):,} images in 10 classes", expanded=False):
         st.dataframe(
             {"class": list(counts), "images": list(counts.values())}, hide_index=True, width="content"
@@ -115,6 +140,8 @@ def upload_source() -> DataChoice:
         class_names=preview.class_names,
         data_id=f"upload-{folder.name}",
         layout=preview.layout,
+        label=preview.name,
+        preview=preview,
     )
 
 

@@ -13,43 +13,55 @@ from core.runs import Run
 from core.views import SPLIT_NAMES, Coords
 from ui.plotly_spec import PALETTE, RawFigure, arr
 
+LABEL_ROOM = 1.15  # how far beyond a ray's tip the axes reach, so that its label fits
+
+
+def _label_position(x: float, y: float) -> str:
+    """Text beside a ray's tip, on the side away from the centre (never across the ray)."""
+    vertical = "top" if y > abs(x) * 0.3 else ("bottom" if y < -abs(x) * 0.3 else "middle")
+    horizontal = "right" if x > abs(y) * 0.3 else ("left" if x < -abs(y) * 0.3 else "center")
+    if vertical == "middle" and horizontal == "center":
+        return "top center"
+    return f"{vertical} {horizontal}"
+
 
 def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
+    """One line per class-weight direction and a label at every tip (drawn outside the axes' clip,
+    so a ray at the edge of the plot keeps its label)."""
     cw = np.asarray(run.class_weights)
     if cw.size == 0 or cw.ndim != 2 or cw.shape[1] != dim or dim > 3:
         return []
     train_classes = run.summary.get("train_classes") or views.normal_classes(run)
     segs = views.class_rays(cw, length)
-    xs: list = []
-    ys: list = []
-    zs: list = []
-    texts: list = []
+    line: dict[str, list] = {"x": [], "y": [], "z": []}
+    tips: dict[str, list] = {"x": [], "y": [], "z": [], "text": [], "textposition": []}
     for i, seg in enumerate(segs):
         c = int(train_classes[i]) if i < len(train_classes) else i
         name = run.class_names[c] if 0 <= c < len(run.class_names) else str(c)
-        xs += [0.0, float(seg[1, 0]), None]
-        ys += [0.0, float(seg[1, 1]), None]
-        if dim == 3:
-            zs += [0.0, float(seg[1, 2]), None]
-        texts += ["", f"w[{name}]", ""]
-    trace = {
-        "x": xs,
-        "y": ys,
-        "mode": "lines+text",
-        "text": texts,
-        "name": "class weights",
-        "hoverinfo": "skip",
-    }
+        end = [float(v) for v in seg[1]]
+        for axis, v in zip("xyz", end):
+            line[axis] += [0.0, v, None]
+            tips[axis].append(v)
+        tips["text"].append(f"w[{name}]")
+        tips["textposition"].append(_label_position(end[0], end[1]))
+    # a selection dims every trace's unselected points: the labels stay black
+    keep = {"textfont": {"color": "black"}}
+    base = {"name": "class weights", "hoverinfo": "skip", "legendgroup": "rays"}
     if dim == 2:
-        return [
-            {
-                **trace,
-                "type": "scatter",
-                "textposition": "top center",
-                "line": {"color": "black", "width": 1.5},
-            }
-        ]
-    return [{**trace, "type": "scatter3d", "z": zs, "line": {"color": "black", "width": 4}}]
+        lines = {**base, "type": "scatter", "mode": "lines", "x": line["x"], "y": line["y"]}
+        lines["line"] = {"color": "black", "width": 1.5}
+        labels = {**base, "type": "scatter", "mode": "text", "showlegend": False, "cliponaxis": False}
+        labels.update(textfont={"color": "black"}, selected=keep, unselected=keep)
+        labels.update(x=tips["x"], y=tips["y"], text=tips["text"], textposition=tips["textposition"])
+        # invisible points beyond the tips: the axes' autorange leaves room for the labels' text
+        room = {**base, "type": "scatter", "mode": "markers", "showlegend": False, "marker": {"opacity": 0}}
+        room.update(x=[v * LABEL_ROOM for v in tips["x"]], y=[v * LABEL_ROOM for v in tips["y"]])
+        return [lines, labels, room]
+    lines = {**base, "type": "scatter3d", "mode": "lines", "x": line["x"], "y": line["y"], "z": line["z"]}
+    lines["line"] = {"color": "black", "width": 4}
+    labels = {**base, "type": "scatter3d", "mode": "text", "showlegend": False}
+    labels.update(x=tips["x"], y=tips["y"], z=tips["z"], text=tips["text"])
+    return [lines, labels]
 
 
 def circle_trace(radius: float) -> dict:
@@ -97,10 +109,22 @@ def colour_groups(
     ]
 
 
-HOVER = "row %{customdata}<extra>%{fullData.name}</extra>"
+HOVER = "%{text}<extra></extra>"
 
 
-def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> dict:
+def hover_texts(run: Run, rows: np.ndarray) -> list[str]:
+    """ "class 3 · test · score 0.0123" for each row (the continuous-colour view's hover)."""
+    names = list(run.class_names)
+    splits = [SPLIT_NAMES.get(sp, str(sp)) for sp in run.split[rows].tolist()]
+    scores = run.score[rows].tolist()
+    out = []
+    for lab, sp, sc in zip(run.label[rows].tolist(), splits, scores):
+        cls = names[lab] if 0 <= lab < len(names) else str(lab)
+        out.append(f"class {cls} · {sp} · score {sc:.3g}")
+    return out
+
+
+def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict, run: Run | None = None) -> dict:
     dim = xy.shape[1]
     t = {
         "type": "scattergl" if dim == 2 else "scatter3d",
@@ -110,11 +134,34 @@ def _points(xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> dict:
         "y": arr(xy[rows, 1]),
         "customdata": arr(rows, "i4"),
         "marker": marker,
-        "hovertemplate": HOVER,
     }
+    if run is not None:
+        t["text"] = hover_texts(run, rows)
+        t["hovertemplate"] = HOVER
     if dim == 3:
         t["z"] = arr(xy[rows, 2])
     return t
+
+
+def _hover_split_points(run: Run, xy: np.ndarray, rows: np.ndarray, name: str, marker: dict) -> list[dict]:
+    """One colour group drawn as one trace per (class, split), all under the group's legend entry:
+    each trace's hover template names its class and split, and each point carries only its score
+    as text (customdata stays the row index, which selections read): half the bytes of a full
+    per-point hover text, which the browser parses on every rerun."""
+    traces = []
+    names = list(run.class_names)
+    for lab in np.unique(run.label[rows]).tolist():
+        for code, split in SPLIT_NAMES.items():
+            r = rows[(run.label[rows] == lab) & (run.split[rows] == code)]
+            if len(r) == 0:
+                continue
+            t = _points(xy, r, name, marker)
+            t["text"] = [f"{v:.3g}" for v in run.score[r].tolist()]
+            cls = names[lab] if 0 <= lab < len(names) else str(lab)
+            t["hovertemplate"] = f"class {cls} · {split} · score %{{text}}<extra></extra>"
+            t.update(legendgroup=name, showlegend=not traces)
+            traces.append(t)
+    return traces
 
 
 def scatter_figure(
@@ -125,8 +172,12 @@ def scatter_figure(
     pred: np.ndarray | None = None,
     height: int = 560,
     extra: list | None = None,
+    dragmode: str | None = "lasso",
 ) -> RawFigure:
-    """WebGL scatter of `rows` (customdata = row index, so selections survive downsampling)."""
+    """WebGL scatter of `rows` (customdata = row index, so selections survive downsampling).
+
+    ``dragmode=None`` leaves dragging to Streamlit (pan), which makes a click select a point: with
+    "lasso" or "select" Streamlit sets plotly's clickmode to "event" and a click selects nothing."""
     xy = coords.xy
     dim = xy.shape[1]
     rows = np.asarray(rows, dtype=np.int64)
@@ -142,7 +193,7 @@ def scatter_figure(
             "showscale": True,
             "colorbar": {"title": {"text": "‖f‖"}},
         }
-        traces.append(_points(xy, rows, "samples", marker))
+        traces.append(_points(xy, rows, "samples", marker, run))
     else:
         for i, (name, r) in enumerate(colour_groups(run, colour_by, rows, pred)):
             if len(r) == 0:
@@ -155,7 +206,7 @@ def scatter_figure(
             marker = {"size": size, "color": colour}
             if dim == 2:
                 marker["opacity"] = 0.8
-            traces.append(_points(xy, r, name, marker))
+            traces += _hover_split_points(run, xy, r, name, marker)
     if coords.kind in ("sphere", "raw"):
         if coords.radius:
             length = coords.radius * 1.15
@@ -170,7 +221,8 @@ def scatter_figure(
         "uirevision": run.name,
     }
     if dim == 2:
-        layout["dragmode"] = "lasso"
+        if dragmode:
+            layout["dragmode"] = dragmode
         layout["yaxis"] = {"scaleanchor": "x", "scaleratio": 1}
         layout["xaxis"] = {}
         if coords.kind in ("pca", "umap"):

@@ -60,10 +60,20 @@ def arr(a: Any, dtype: str = "f4") -> Any:
     return {"dtype": dtype, "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
 
 
+def arr2(a: Any, dtype: str = "f4") -> dict:
+    """A 2-D numeric array [N, M] as a plotly.js typed array with its shape (e.g. customdata rows)."""
+    a = np.ascontiguousarray(a, dtype=np.dtype(dtype).newbyteorder("<"))
+    spec = {"dtype": dtype, "bdata": base64.b64encode(a.tobytes()).decode("ascii")}
+    return {**spec, "shape": f"{a.shape[0]},{a.shape[1]}"}
+
+
 def expand(v: Any) -> Any:
     if isinstance(v, dict):
-        if set(v) == {"dtype", "bdata"}:
-            return np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+        if set(v) in ({"dtype", "bdata"}, {"dtype", "bdata", "shape"}):
+            flat = np.frombuffer(base64.b64decode(v["bdata"]), dtype=np.dtype(v["dtype"]).newbyteorder("<"))
+            if "shape" in v:
+                return flat.reshape([int(n) for n in str(v["shape"]).split(",")])
+            return flat
         return {k: expand(x) for k, x in v.items()}
     if isinstance(v, list):
         return [expand(x) for x in v]

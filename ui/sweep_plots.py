@@ -199,7 +199,8 @@ def draw_progress_table(state: dict, key: str) -> None:
     """How many runs of a sweep finished, and one row per run with its progress."""
     rows = progress_rows(state)
     counts = state.get("counts", {})
-    facts = ", ".join(f"{v} {k}" for k, v in counts.items()) or "no run submitted yet"
+    waiting = "submitting the runs…" if state.get("state") == "running" else "no run was submitted"
+    facts = ", ".join(f"{v} {k}" for k, v in counts.items()) or waiting
     st.markdown(f"**{state.get('done', 0)} / {state.get('total', 0)} runs finished** · {facts}")
     if rows:
         st.dataframe(

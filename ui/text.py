@@ -6,7 +6,9 @@ import time
 
 import numpy as np
 
+from core.catalog import data_label
 from core.runs import Run
+from core.uploads import upload_name
 
 ERROR_LINE_CHARS = 300
 
@@ -39,4 +41,5 @@ def run_title(run: Run) -> str:
     """ "<run> — <loss>, α=<alpha>, dim <d>, <data>": one line naming a run and what it is."""
     s = run.summary
     alpha = f", α={s['alpha']:.3g}" if s.get("alpha") else ""
-    return f"{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {s.get('data', '')}"
+    data = str(s.get("data") or "")
+    return f"{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {upload_name(data) or data_label(data)}"

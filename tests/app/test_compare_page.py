@@ -270,8 +270,9 @@ def test_no_sweep_yet(checkpoints_root: Path, app_test) -> None:
     assert at.text_input(key="cmp_alphas").value == "1,2,4,8,16,32,64"
     # bad alphas: one clear error, nothing launched
     at.text_input(key="cmp_alphas").set_value("1,two")
-    next(b for b in at.button if b.label == "Start sweep").click()
+    next(b for b in at.button if b.label == "Review sweep").click()
     at.run()
+    assert not [b for b in at.button if b.key == "cmp_start"]
     assert not at.exception
     assert any("α must be a positive number" in e.value for e in at.error)
     assert not (checkpoints_root / ".sweeps").exists() or not any((checkpoints_root / ".sweeps").iterdir())
@@ -288,8 +289,13 @@ def test_launch_from_page_then_cancel(
     at.text_input(key="cmp_seeds").set_value("0")
     at.number_input(key="cmp_epochs").set_value(3)
     at.text_input(key="cmp_name").set_value("from page")
+    next(b for b in at.button if b.label == "Review sweep").click()
+    at.run()
+    assert not sweep.list_sweeps(checkpoints_root)  # reviewing starts nothing
+    plan = " ".join(i.value for i in at.info)
+    assert "**3 runs**" in plan and "about" in plan
     t0 = time.time()
-    next(b for b in at.button if b.label == "Start sweep").click()
+    at.button(key="cmp_start").click()
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert time.time() - t0 < 60  # returns at once (the page run itself is slow on a busy machine)
@@ -297,7 +303,14 @@ def test_launch_from_page_then_cancel(
     assert len(sweeps) == 1 and sweeps[0].parent == checkpoints_root / ".sweeps"
     out = sweeps[0]
     assert "from-page" in out.name
-    assert any("Started 3 runs" in s.value for s in at.success)
+    assert any("Started a sweep of 3 runs" in s.value for s in at.success)
+    status = " ".join(m.value for m in at.markdown)
+    assert "/ 3 runs finished" in status and "0 / 0" not in status
+    # the same sweep again while it runs: refused, with no Start button
+    next(b for b in at.button if b.label == "Review sweep").click()
+    at.run()
+    assert any("The same sweep is still running" in e.value for e in at.error)
+    assert not [b for b in at.button if b.key == "cmp_start"]
     m = sweep.read_manifest(out)
     assert m["root"] == "../.." and m["pid"]
     assert "--loss" in m["argv"] and "l2softmax,softmax" in m["argv"]

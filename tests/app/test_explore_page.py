@@ -166,3 +166,29 @@ def test_umap_on_a_sphere_option(checkpoints_root, app_test):
     xyz = np.stack([expand(pts[0][c]) for c in "xyz"], axis=1)
     np.testing.assert_allclose(np.linalg.norm(xyz, axis=1), 1.0, rtol=1e-4)
     assert any("laid out on a sphere" in c.value for c in at.caption)
+
+
+def test_hover_names_class_split_score_and_every_ray_is_labelled(root_with_runs, app_test):
+    at = app_test(PAGE)
+    at.run()
+    open_run(at, RUN_2D)
+    scatter = charts(at)[0]
+    points = [t for t in scatter["data"] if t.get("type") == "scattergl"]
+    # one trace per (class, split) under its colour's legend entry: the hover names class and split,
+    # each point's text is its score, customdata its row
+    hovers = [t["hovertemplate"] for t in points]
+    assert all(h.startswith("class ") and h.endswith(" · score %{text}<extra></extra>") for h in hovers)
+    assert {h.split(" · ")[1] for h in hovers} == {"train", "val", "test"}
+    run = np.load(root_with_runs / RUN_2D / "embeddings.npz")
+    rows = expand(points[0]["customdata"])
+    np.testing.assert_allclose([float(v) for v in points[0]["text"]], run["score"][rows], rtol=1e-2)
+    # a click selects a point: no lasso dragmode, which would turn plotly's clickmode to "event"
+    assert "dragmode" not in scatter["layout"]
+    labels = [t for t in scatter["data"] if t.get("mode") == "text" and t.get("legendgroup") == "rays"]
+    (label_trace,) = labels
+    run_weights = run["class_weights"]
+    assert len(label_trace["text"]) == len(run_weights) == 6
+    assert all(t.startswith("w[") for t in label_trace["text"]) and label_trace["cliponaxis"] is False
+    at.radio(key="explore_colour").set_value("split").run()
+    points = [t for t in charts(at)[0]["data"] if t.get("type") == "scattergl"]
+    assert [t["name"] for t in points if t["showlegend"]] == ["train", "val", "test"]

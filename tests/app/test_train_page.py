@@ -14,9 +14,10 @@ import pytest
 from PIL import Image
 
 from core import jobs
+from core.defaults import DataProfile, suggested_settings
 from core.fsutil import read_json, write_json
 from core.ingest import IngestError
-from core.uploads import ingest_upload
+from core.uploads import ingest_upload, upload_name
 
 TRAIN = "pages/1_Train.py"
 
@@ -86,18 +87,55 @@ def test_only_the_knobs_of_the_chosen_loss(checkpoints_root, app_test, loss, sli
     assert {s.label for s in at.slider} == sliders
     assert not _alpha_slider(at)
     assert not [t for t in at.toggle if "trainable" in t.label]
-    assert {s.label for s in at.selectbox} - {"Loss", "Embedding dim", "Batch size"} == selects
+    assert {s.label for s in at.selectbox} - {"Loss", "Backbone", "Image size", "Batch size"} == selects
 
 
-def test_dim_labels_mark_2_and_3_as_hypersphere(checkpoints_root, app_test):
+def test_defaults_come_from_the_data_and_2d_3d_are_one_click_away(checkpoints_root, app_test):
     at = _page(app_test)
-    dim = at.selectbox(key="dim")
-    assert [int(o.split()[0]) for o in dim.options] == [2, 3, 16, 64, 128]
-    assert all("hypersphere" in o for o in dim.options[:2]) and "hypersphere" not in dim.options[2]
+    dim = at.radio(key="dim")
+    # mnist-5k with 6,7,8,9 held out: core.defaults' suggestion, as the CLI gets it
+    want = suggested_settings(DataProfile(n_train=round(3000 * 0.7), channels=1, image_side=28))
+    assert dim.value == want["dim"] == 64
+    assert at.number_input(key="epochs").value == want["epochs"]
+    assert dim.options[:2] == ["2-D: draw on a circle", "3-D: draw on a sphere"]
+    assert "64-D (suggested)" in dim.options
+    assert at.selectbox(key="image_size").value is None  # digits keep their size
+    # the backbone, method and fine-tune depth, each explained in one line
+    assert at.selectbox(key="arch").value == "auto"
+    assert "small CNN" in at.selectbox(key="arch").options[0]
+    assert at.radio(key="method").value == "metric"
+    captions = " ".join(c.value for c in at.caption)
+    assert "at once" not in captions and "one run trains at a time" in captions
+
+
+def test_photo_upload_defaults_to_pretrained_backbone_at_224(checkpoints_root, app_test):
+    at = _page(app_test)
+    at.radio(key="data_source").set_value("upload").run()
+    rgb = {f"parts/{c}/{i}.png": _png(20 * i + 5, size=80, mode="RGB") for c in ("a", "b") for i in range(6)}
+    at.file_uploader(key="upload").upload("bottles.zip", _zip(rgb), "application/zip").run()
+    _ok(at)
+    assert "EfficientNet-Lite0" in at.selectbox(key="arch").options[0]
+    assert at.selectbox(key="image_size").value == 224
+    assert at.radio(key="dim").value == 64
+    assert at.toggle(key="pretrained").value is True
+    assert any("bottles.zip" in c.value for c in at.caption)
+    at.number_input(key="finetune_blocks").set_value(2).run()
+    assert any("slower" in c.value for c in at.caption)
+    at.radio(key="method").set_value("patch").run()
+    _ok(at)
+    assert any("trains nothing" in c.value for c in at.caption)
+    at.button(key="start").click().run()
+    _ok(at)
+    (run,) = jobs.list_runs(checkpoints_root)
+    cfg = read_json(checkpoints_root / run["run_id"] / "config.json")
+    assert (cfg["method"], cfg["arch"], cfg["image_size"]) == ("patch", "efficientnet-lite0", 224)
+    jobs.cancel(run["run_id"], checkpoints_root)
+    assert upload_name(cfg["data"]) == "bottles.zip"
 
 
 def test_start_tiny_run_in_background_then_listed(checkpoints_root, app_test):
     at = _page(app_test)
+    at.radio(key="dim").set_value(2)
     at.number_input(key="epochs").set_value(1)
     at.text_input(key="run_name").input("tiny-test")
     t0 = time.time()
@@ -138,8 +176,10 @@ def test_failed_run_shows_reason_and_log_tail(checkpoints_root, app_test):
     d = checkpoints_root / "20240101-000000-broken-0000"
     d.mkdir()
     write_json(d / "config.json", {"name": "broken", "loss": "softmax", "dim": 2, "data": "mnist-5k"})
-    write_json(d / "status.json", {"state": "failed", "reason": "CUDA out of memory", "created": time.time(),
-                                   "pid": None})
+    write_json(
+        d / "status.json",
+        {"state": "failed", "reason": "CUDA out of memory", "created": time.time(), "pid": None},
+    )
     (d / "log.txt").write_text("".join(f"line {i}\n" for i in range(100)) + "RuntimeError: boom\n")
     at = _page(app_test)
     assert any("CUDA out of memory" in e.value for e in at.error)

@@ -1,0 +1,109 @@
+"""The Train page's method and backbone section: scoring method (metric / knn / patch), backbone,
+ImageNet weights and fine-tune depth, each with a one-line explanation. Returns a ``ModelChoice``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import streamlit as st
+
+from core.config import ARCHS, FINETUNE_BLOCKS_MAX, METHODS, TrainConfig
+from core.defaults import DataProfile
+from core.methods import METHOD_HELP, TRAINING_FREE_METHODS
+
+METHOD_LABELS = {
+    "metric": "metric: train an embedding",
+    "knn": "knn: pretrained features",
+    "patch": "patch: where is the defect",
+}
+ARCH_LABELS = {
+    "smallcnn": "small CNN",
+    "resnet18": "ResNet-18",
+    "efficientnet-lite0": "EfficientNet-Lite0",
+}
+ARCH_HELP = {
+    "smallcnn": "a small network trained from scratch: fast, right for small grayscale digits",
+    "resnet18": "ResNet-18 trained from scratch: slow on a CPU, needs many images",
+    "efficientnet-lite0": "ImageNet-pretrained EfficientNet-Lite0 (weights ship offline): strong "
+    "features for photos",
+}
+PRETRAINED_ARCHS = ("efficientnet-lite0",)
+
+
+@dataclass
+class ModelChoice:
+    method: str = "metric"
+    arch: str = "auto"
+    pretrained: bool = True
+    finetune_blocks: int = 0
+
+    @property
+    def trains_embedding(self) -> bool:
+        return self.method not in TRAINING_FREE_METHODS
+
+
+def auto_arch(profile: DataProfile | None, mvtec: bool = False) -> str:
+    """What ``arch=auto`` picks for this data (core's rule: photos, or any MVTec layout, get the
+    pretrained EfficientNet-Lite0; digits the small CNN)."""
+    photo = profile is not None and (profile.is_photo or mvtec)
+    return "efficientnet-lite0" if photo else "smallcnn"
+
+
+def _arch_label(arch: str, profile: DataProfile | None, mvtec: bool) -> str:
+    if arch == "auto":
+        resolved = auto_arch(profile, mvtec)
+        kind = "photos" if resolved == "efficientnet-lite0" else "digits"
+        extra = "pretrained " if resolved in PRETRAINED_ARCHS else ""
+        return f"auto: {extra}{ARCH_LABELS[resolved]} (for {kind})"
+    return ARCH_LABELS.get(arch, arch)
+
+
+def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoice:
+    """Method, backbone, weights and fine-tune depth (widget keys: method, arch, pretrained,
+    finetune_blocks)."""
+    st.subheader("2 · Method and backbone")
+    defaults = TrainConfig()
+    method = st.radio(
+        "Scoring method",
+        METHODS,
+        key="method",
+        horizontal=True,
+        format_func=lambda m: METHOD_LABELS.get(m, m),
+        captions=[METHOD_HELP[m] for m in METHODS],
+    )
+    choice = ModelChoice(method=method)
+    c1, c2, c3 = st.columns([2.2, 1, 1.4])
+    if choice.trains_embedding:
+        choice.arch = c1.selectbox(
+            "Backbone", ARCHS, key="arch", format_func=lambda a: _arch_label(a, profile, mvtec)
+        )
+    else:
+        choice.arch = "efficientnet-lite0"
+        c1.markdown(f"**Backbone**: {ARCH_LABELS['efficientnet-lite0']} (this method needs its features)")
+    resolved = auto_arch(profile, mvtec) if choice.arch == "auto" else choice.arch
+    c1.caption(ARCH_HELP[resolved])
+    if resolved in PRETRAINED_ARCHS:
+        choice.pretrained = c2.toggle(
+            "ImageNet weights",
+            value=defaults.pretrained,
+            key="pretrained",
+            help="Off: the same network with random weights (only to see what pretraining brings).",
+        )
+        if choice.trains_embedding:
+            choice.finetune_blocks = int(
+                c3.number_input(
+                    "Fine-tune blocks",
+                    0,
+                    FINETUNE_BLOCKS_MAX,
+                    defaults.finetune_blocks,
+                    key="finetune_blocks",
+                    help="0 trains only the embedding head on features computed once (seconds).",
+                )
+            )
+            c3.caption(
+                "0: the backbone stays frozen (fast)."
+                if choice.finetune_blocks == 0
+                else f"Unfreezes the last {choice.finetune_blocks} block(s), with augmentation: "
+                "slower (minutes on a CPU; CUDA is used when present)."
+            )
+    return choice
