@@ -26,6 +26,7 @@ from core.losses import LOSS_SPECS
 from core.rundir import SPLIT_TEST
 from core.runs import Run, RunError, list_completed, load_run
 from core.sweepfiles import finite_number
+from core.uploads import upload_name
 
 LIVE_STATES = ("queued", "running")
 SWEEP_PREFIX = "sweep-"
@@ -61,6 +62,8 @@ def data_label(data: Any, name: Any = None) -> str:
     if not data:
         return ""
     p = Path(data)
+    if recorded := upload_name(p):  # the name the user uploaded it under (upload.json)
+        return recorded
     if p.is_absolute() and "uploads" in p.parts:
         after = p.parts[p.parts.index("uploads") + 1 :]
         inner = "/".join(after[1:])  # after[0] is the content-hash folder

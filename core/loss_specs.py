@@ -10,6 +10,30 @@ LOSSES: tuple[str, ...] = ("softmax", "l2softmax", "triplet", "npair", "arcface"
 MINING: tuple[str, ...] = ("random", "semihard", "hard")
 PML_LOSSES: tuple[str, ...] = ("npair", "arcface", "cosface", "normface")
 
+DEFAULT_TRIPLET_MARGIN = 0.2
+# PML's own ArcFaceLoss defaults: margin in degrees (28.6 deg ~= 0.5 rad) and scale 64.
+DEFAULT_ARCFACE_MARGIN_DEG = 28.6
+DEFAULT_ARCFACE_SCALE = 64.0
+DEFAULT_COSFACE_MARGIN = 0.35
+DEFAULT_COSFACE_SCALE = 64.0
+# Project choice (PML's default temperature 0.05 would be scale 20): scale 16 <=> temperature 0.0625.
+DEFAULT_NORMFACE_SCALE = 16.0
+
+
+@dataclass(frozen=True)
+class Knob:
+    """A numeric setting of a loss as the Train page offers it: its range, default and meaning."""
+
+    label: str
+    low: float
+    high: float
+    default: float
+    step: float
+    help: str
+
+
+_SCALE_HELP = "Norm the normalised features are scaled to."
+
 
 @dataclass(frozen=True)
 class LossSpec:
@@ -26,46 +50,44 @@ class LossSpec:
     has_classifier: bool = False  # a class-weight matrix and logits
     needs_sampler: bool = False  # batches must hold several samples per class (pair/triplet losses)
     on_sphere: bool = True  # embeddings are compared by direction (False: softmax's raw features)
-    has_margin: bool = False
-    has_scale: bool = False
+    margin: Knob | None = None  # its margin knob (units differ per loss), None: no margin
+    scale: Knob | None = None  # its scale knob, None: no scale
     has_mining: bool = False
     is_baseline: bool = False  # the plain reference every comparison is drawn against
 
+    @property
+    def has_margin(self) -> bool:
+        return self.margin is not None
 
-_CLASSIFIER = {"has_classifier": True}
-_MARGIN_SCALE = {"has_classifier": True, "has_margin": True, "has_scale": True}
+    @property
+    def has_scale(self) -> bool:
+        return self.scale is not None
+
+
 LOSS_SPECS: dict[str, LossSpec] = {
     s.name: s
     for s in (
-        LossSpec(
-            "softmax",
-            "Softmax (no normalisation)",
-            "#d62728",
-            on_sphere=False,
-            is_baseline=True,
-            **_CLASSIFIER,
-        ),
-        LossSpec(
-            "l2softmax",
-            "L2-softmax (features on a sphere of radius α)",
-            "#1f77b4",
-            has_alpha=True,
-            **_CLASSIFIER,
-        ),
-        LossSpec(
-            "triplet",
-            "Triplet (margin, mining)",
-            "#2ca02c",
-            needs_sampler=True,
-            has_margin=True,
-            has_mining=True,
-        ),
+        LossSpec("softmax", "Softmax (no normalisation)", "#d62728", has_classifier=True, on_sphere=False,
+                 is_baseline=True),
+        LossSpec("l2softmax", "L2-softmax (features on a sphere of radius α)", "#1f77b4", has_alpha=True,
+                 has_classifier=True),
+        LossSpec("triplet", "Triplet (margin, mining)", "#2ca02c", needs_sampler=True, has_mining=True,
+                 margin=Knob("Margin", 0.0, 2.0, DEFAULT_TRIPLET_MARGIN, 0.05,
+                             "In squared Euclidean distance between unit vectors (range 0–4).")),
         LossSpec("npair", "N-pair", "#7f7f7f", needs_sampler=True),
-        LossSpec("arcface", "ArcFace (additive angular margin)", "#9467bd", **_MARGIN_SCALE),
-        LossSpec("cosface", "CosFace (additive cosine margin)", "#8c564b", **_MARGIN_SCALE),
-        LossSpec("normface", "NormFace (normalised softmax)", "#e377c2", has_scale=True, **_CLASSIFIER),
+        LossSpec("arcface", "ArcFace (additive angular margin)", "#9467bd", has_classifier=True,
+                 margin=Knob("Margin m (degrees)", 0.0, 90.0, DEFAULT_ARCFACE_MARGIN_DEG, 0.1,
+                             "Additive angular margin, in degrees (28.6° = 0.5 rad, the paper's m)."),
+                 scale=Knob("Scale s", 1.0, 128.0, DEFAULT_ARCFACE_SCALE, 1.0, _SCALE_HELP)),
+        LossSpec("cosface", "CosFace (additive cosine margin)", "#8c564b", has_classifier=True,
+                 margin=Knob("Margin m (cosine)", 0.0, 1.0, DEFAULT_COSFACE_MARGIN, 0.05,
+                             "Subtracted from the target class cosine."),
+                 scale=Knob("Scale s", 1.0, 128.0, DEFAULT_COSFACE_SCALE, 1.0, _SCALE_HELP)),
+        LossSpec("normface", "NormFace (normalised softmax)", "#e377c2", has_classifier=True,
+                 scale=Knob("Scale s", 1.0, 128.0, DEFAULT_NORMFACE_SCALE, 1.0,
+                            "Inverse temperature of the normalised softmax.")),
     )
-}
+}  # fmt: skip
 assert tuple(LOSS_SPECS) == LOSSES
 
 

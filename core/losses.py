@@ -30,22 +30,20 @@ from pytorch_metric_learning.utils import loss_and_miner_utils as lmu
 from torch import Tensor, nn
 
 from core.loss_specs import (  # noqa: F401 - re-exported: callers ask core.losses.loss_spec(name)
+    DEFAULT_ARCFACE_MARGIN_DEG,
+    DEFAULT_ARCFACE_SCALE,
+    DEFAULT_COSFACE_MARGIN,
+    DEFAULT_COSFACE_SCALE,
+    DEFAULT_NORMFACE_SCALE,
+    DEFAULT_TRIPLET_MARGIN,
     LOSS_SPECS,
     LOSSES,
     MINING,
     PML_LOSSES,
+    Knob,
     LossSpec,
     loss_spec,
 )
-
-DEFAULT_TRIPLET_MARGIN = 0.2
-# PML's own ArcFaceLoss defaults: margin in degrees (28.6 deg ~= 0.5 rad) and scale 64.
-DEFAULT_ARCFACE_MARGIN_DEG = 28.6
-DEFAULT_ARCFACE_SCALE = 64.0
-DEFAULT_COSFACE_MARGIN = 0.35
-DEFAULT_COSFACE_SCALE = 64.0
-# Project choice (PML's default temperature 0.05 would be scale 20): scale 16 <=> temperature 0.0625.
-DEFAULT_NORMFACE_SCALE = 16.0
 
 
 def alpha_lower_bound(num_classes: int, p: float = 0.9) -> float:

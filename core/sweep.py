@@ -22,19 +22,17 @@ Where things live (everything is in files, so a sweep survives page reloads and 
 from __future__ import annotations
 
 import argparse
-import itertools
 import os
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from core import jobs
 from core.config import METHODS, TrainConfig, check_inputs, config_from_args, parse_list
 from core.fsutil import write_json
-from core.losses import loss_spec
+from core.sweep_grid import OPENSET_SPLITS, expand_grid, holdout_for_split  # noqa: F401 - re-exported
 from core.sweepfiles import (  # noqa: F401 - re-exported: the pages and tests use core.sweep.*
     METRICS,
     RESULT_FIELDS,
@@ -58,77 +56,7 @@ from core.sweepfiles import (  # noqa: F401 - re-exported: the pages and tests u
 )
 from core.train import build_parser
 
-# The standard open-set MNIST protocol: 6 known / 4 unknown digits over 5 fixed random splits
-# (the same splits as ../shared/reference/openset_reference.py, so numbers compare directly).
-OPENSET_SPLITS = [
-    ["0", "1", "2", "3", "4", "5"],
-    ["4", "5", "6", "7", "8", "9"],
-    ["0", "2", "4", "6", "8", "1"],
-    ["1", "3", "5", "7", "9", "0"],
-    ["2", "3", "5", "7", "8", "9"],
-]
 LIVE = ("starting", "running")
-
-
-def holdout_for_split(known: list[str]) -> list[str]:
-    return [str(d) for d in range(10) if str(d) not in known]
-
-
-def _training_free_cells(base: TrainConfig, methods: list[str], seeds: list[int], splits: list) -> list:
-    """One cell per training-free method, seed and split. Their results rows carry the method's name
-    in the `loss` column, so the Compare page draws them as reference lines beside the alpha curves."""
-    cells = []
-    for method, seed, (split_i, holdout) in itertools.product(methods, seeds, splits):
-        cfg = replace(base, method=method, seed=seed, holdout_classes=holdout, run_dir="")
-        cfg.name = f"sweep-{method}-s{seed}-split{split_i}"
-        cfg.validate()
-        meta = {"loss": method, "alpha": "", "seed": seed, "split": split_i, "holdout": ",".join(holdout)}
-        cells.append((cfg, {**meta, "method": method}))
-    return cells
-
-
-def expand_grid(
-    base: TrainConfig,
-    losses: list[str],
-    alphas: list[str],
-    seeds: list[int],
-    openset_splits: int = 0,
-    methods: list[str] | None = None,
-) -> list[tuple[TrainConfig, dict]]:
-    """One config per cell. Alpha only multiplies the losses that have one (L2-softmax). `methods`
-    (default: the base config's): "metric" runs the loss x alpha grid, "knn"/"patch" one cell each."""
-    splits = [(i, holdout_for_split(k)) for i, k in enumerate(OPENSET_SPLITS[:openset_splits])] or [
-        (0, list(base.holdout_classes))
-    ]
-    methods = methods or [base.method]
-    cells = _training_free_cells(base, [m for m in methods if m != "metric"], seeds, splits)
-    for loss in losses if "metric" in methods else []:
-        has_alpha = loss_spec(loss).has_alpha
-        loss_alphas = alphas if has_alpha else [None]
-        for alpha, seed, (split_i, holdout) in itertools.product(loss_alphas, seeds, splits):
-            cfg = replace(
-                base,
-                method="metric",
-                loss=loss,
-                seed=seed,
-                holdout_classes=holdout,
-                run_dir="",
-                alpha=alpha if has_alpha else base.alpha,
-            )
-            cfg.name = f"sweep-{loss}" + (f"-a{alpha}" if has_alpha else "") + f"-s{seed}-split{split_i}"
-            cfg.validate()
-            meta = {
-                "loss": loss,
-                "alpha": alpha if has_alpha else "",
-                "seed": seed,
-                "split": split_i,
-                "holdout": ",".join(holdout),
-            }
-            cells.append((cfg, meta))
-    # Queue order: split, then seed, then the loss/alpha cells, so a sweep stopped early (or read while
-    # running) already has every configuration on the same first splits and seeds.
-    order = {id(c): i for i, c in enumerate(cells)}
-    return sorted(cells, key=lambda c: (c[1]["split"], c[1]["seed"], order[id(c)]))
 
 
 # ------------------------------------------------------------------------------------- lifecycle

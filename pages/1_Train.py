@@ -29,59 +29,6 @@ DIM_LABELS = {2: "2-D: draw on a circle", 3: "3-D: draw on a sphere"}
 IMAGE_SIZES = (28, 32, 64, 96, 128, 160, 224)
 ALPHA_P = 0.9  # the paper's target probability for alpha_low
 RECENT_RUNS = 6
-# (label, min, max, default, step, help) of each loss's knobs, shown when its LossSpec has them
-SCALE_KNOBS = {
-    "arcface": (
-        "Scale s",
-        1.0,
-        128.0,
-        L.DEFAULT_ARCFACE_SCALE,
-        1.0,
-        "Norm the normalised features are scaled to.",
-    ),
-    "cosface": (
-        "Scale s",
-        1.0,
-        128.0,
-        L.DEFAULT_COSFACE_SCALE,
-        1.0,
-        "Norm the normalised features are scaled to.",
-    ),
-    "normface": (
-        "Scale s",
-        1.0,
-        128.0,
-        L.DEFAULT_NORMFACE_SCALE,
-        1.0,
-        "Inverse temperature of the normalised softmax.",
-    ),
-}
-MARGIN_KNOBS = {
-    "triplet": (
-        "Margin",
-        0.0,
-        2.0,
-        L.DEFAULT_TRIPLET_MARGIN,
-        0.05,
-        "In squared Euclidean distance between unit vectors (range 0–4).",
-    ),
-    "arcface": (
-        "Margin m (degrees)",
-        0.0,
-        90.0,
-        L.DEFAULT_ARCFACE_MARGIN_DEG,
-        0.1,
-        "Additive angular margin, in degrees (28.6° = 0.5 rad, the paper's m).",
-    ),
-    "cosface": (
-        "Margin m (cosine)",
-        0.0,
-        1.0,
-        L.DEFAULT_COSFACE_MARGIN,
-        0.05,
-        "Subtracted from the target class cosine.",
-    ),
-}
 
 
 @dataclass
@@ -150,9 +97,10 @@ def alpha_knobs(choice: DataChoice, knobs: LossChoice) -> None:
     )
 
 
-def _knob(col: st.delta_generator.DeltaGenerator, spec: tuple, key: str) -> float:
-    label, lo, hi, default, step, help_text = spec
-    return col.slider(label, lo, hi, float(default), step=step, key=key, help=help_text)
+def _knob(col: st.delta_generator.DeltaGenerator, knob: L.Knob, key: str) -> float:
+    return col.slider(
+        knob.label, knob.low, knob.high, float(knob.default), step=knob.step, key=key, help=knob.help
+    )
 
 
 def loss_section(choice: DataChoice) -> LossChoice:
@@ -179,9 +127,9 @@ def loss_section(choice: DataChoice) -> LossChoice:
     cols = st.columns(len(shown)) if len(shown) > 1 else [st]
     for col, what in zip(cols, shown):
         if what == "scale":
-            knobs.scale = _knob(col, SCALE_KNOBS[loss], "scale")
+            knobs.scale = _knob(col, spec.scale, "scale")
         elif what == "margin":
-            knobs.margin = _knob(col, MARGIN_KNOBS[loss], "margin")
+            knobs.margin = _knob(col, spec.margin, "margin")
         else:
             knobs.mining = col.selectbox(
                 "Mining",
@@ -277,8 +225,15 @@ def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) 
             key="nproc",
             help="Batch size stays the global batch, split across processes.",
         )
-    if not st.button("Start training", type="primary", key="start", disabled=choice.value is None):
-        return
+    if st.button("Start training", type="primary", key="start", disabled=choice.value is None):
+        settings = {"dim": int(dim), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
+                    "seed": int(seed), "name": name.strip(), "nproc": int(nproc),
+                    "image_size": None if image_size is None else int(image_size)}  # fmt: skip
+        start_run(choice, model, knobs, settings)
+
+
+def start_run(choice: DataChoice, model: ModelChoice, knobs: LossChoice, settings: dict) -> None:
+    """Queue the run the page describes; one line on the page says what happened."""
     margin = knobs.margin
     cfg = TrainConfig(
         data=str(choice.value),
@@ -286,10 +241,6 @@ def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) 
         loss=knobs.loss,
         alpha=knobs.alpha,
         alpha_trainable=knobs.alpha_trainable,
-        dim=int(dim),
-        epochs=int(epochs),
-        batch_size=int(batch_size),
-        lr=float(lr),
         margin=None if margin is None or math.isnan(margin) else float(margin),
         mining=knobs.mining,
         scale=None if knobs.scale is None else float(knobs.scale),
@@ -298,10 +249,7 @@ def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) 
         arch=model.arch,
         pretrained=bool(model.pretrained),
         finetune_blocks=int(model.finetune_blocks),
-        image_size=None if image_size is None else int(image_size),
-        seed=int(seed),
-        name=name.strip(),
-        nproc=int(nproc),
+        **settings,
     )
     try:
         run_id = jobs.submit(cfg, catalog.checkpoints_root())
