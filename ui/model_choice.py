@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import streamlit as st
 
 from core.config import ARCHS, FINETUNE_BLOCKS_MAX, METHODS, TrainConfig
-from core.defaults import DataProfile
+from core.defaults import DataProfile, suggested_settings
 from core.methods import METHOD_HELP, TRAINING_FREE_METHODS
 
 METHOD_LABELS = {
@@ -63,6 +63,10 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
     finetune_blocks)."""
     st.subheader("2 · Method and backbone")
     defaults = TrainConfig()
+    if st.session_state.get("_method_default_for") != profile:  # new data: its suggested method
+        st.session_state["_method_default_for"] = profile
+        suggestion = suggested_settings(profile) if profile is not None else {}
+        st.session_state["method"] = suggestion.get("method", defaults.method)
     method = st.radio(
         "Scoring method",
         METHODS,
