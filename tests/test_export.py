@@ -16,10 +16,10 @@ import torch
 from PIL import Image
 
 from core.export import MODEL_FILES, export_run, main
-from core.fsutil import write_json, write_npz, write_torch
 from core.mnist import mnist5k_arrays
 from core.runs import save_threshold
 from core.score import score_files
+from tests.hostile import make_run
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_RUN = REPO / "checkpoints" / "demo-l2softmax-2d"
@@ -134,37 +134,9 @@ def test_exported_onnx_script_scores_20_images_like_core_score(demo_onnx, tmp_pa
 
 
 def _rgb_run(run_dir: Path) -> Path:
-    """A 3-channel, 32 px, dim-16 run (random weights) with a saved threshold, built from the demo run's
-    config: exercises the gray-to-RGB and resize paths and threshold.json."""
-    from core.train import build_model
-
-    cfg = json.loads((DEMO_RUN / "config.json").read_text())
-    cfg.update(dim=16, image_size=32, arch="smallcnn", run_dir=str(run_dir), name=run_dir.name)
-    meta = {"config": cfg, "class_names": ["a", "b"], "train_classes": [0, 1], "normal_classes": [0, 1]}
-    meta.update(channels=3, image_size=32, alpha=16.0, arch="smallcnn")
-    torch.manual_seed(0)
-    run_dir.mkdir()
-    write_torch(run_dir / "model.pt", {**meta, "state_dict": build_model(meta).state_dict()})
-    n = 60
-    rng = np.random.default_rng(1)
-    write_npz(
-        run_dir / "embeddings.npz",
-        emb=rng.normal(size=(n, 16)).astype(np.float32),
-        norm=np.ones(n, np.float32),
-        label=np.arange(n, dtype=np.int64) % 2,
-        split=np.repeat(np.array([0, 1, 2], np.int8), n // 3),
-        anomaly=np.zeros(n, bool),
-        source=np.array([f"mnist-5k#{i}" for i in range(n)]),
-        score=rng.random(n).astype(np.float32),
-        class_weights=np.zeros((0, 16), np.float32),
-        class_names=np.array(["a", "b"]),
-    )
-    write_json(run_dir / "config.json", cfg)
-    summary = {"loss": "l2softmax", "dim": 16, "test_accuracy": 0.5, "threshold": 0.5, "k": 3}
-    summary.update(class_names=["a", "b"], normal_classes=[0, 1], image_size=32, channels=3)
-    write_json(run_dir / "summary.json", summary)
-    write_json(run_dir / "status.json", {"state": "completed"})
-    return run_dir
+    """A 3-channel, 32 px, dim-16 run (random weights) with a saved threshold: exercises the
+    gray-to-RGB and resize paths and threshold.json."""
+    return make_run(run_dir, seed=1, dim=16, channels=3, image_size=32, n=60)
 
 
 def test_torchscript_export_of_an_rgb_run_with_a_saved_threshold(tmp_path: Path) -> None:
@@ -177,7 +149,7 @@ def test_torchscript_export_of_an_rgb_run_with_a_saved_threshold(tmp_path: Path)
     result = export_run(run_dir, "torchscript", tmp_path / "out")
     cfg = json.loads((result.out_dir / "scoring.json").read_text())
     assert cfg["model_file"] == MODEL_FILES["torchscript"] and cfg["exporter"] == "torch.jit.trace"
-    assert cfg["threshold"] == median and cfg["threshold_source"] == "threshold.json" and cfg["k"] == 3
+    assert cfg["threshold"] == median and cfg["threshold_source"] == "threshold.json" and cfg["k"] == 5
     assert cfg["preprocessing"]["channels"] == 3 and cfg["preprocessing"]["image_size"] == 32
     exported = _run_script(result.out_dir / "score_exported.py", files, block_torch=False)
     _assert_same_scores(run_dir, exported, files, median)
