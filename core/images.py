@@ -63,12 +63,19 @@ def is_image_name(name: str | os.PathLike) -> bool:
     return p.suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _declared_size_from_header(path: PathLike) -> tuple[int, int] | None:
-    """Width and height as written in a PNG/GIF/BMP header, without decoding (for error messages)."""
+def _file_head(path: PathLike, n: int) -> bytes | None:
+    """The first ``n`` bytes of a file; None when it cannot be read."""
     try:
         with open(path, "rb") as f:
-            head = f.read(32)
+            return f.read(n)
     except OSError:
+        return None
+
+
+def _declared_size_from_header(path: PathLike) -> tuple[int, int] | None:
+    """Width and height as written in a PNG/GIF/BMP header, without decoding (for error messages)."""
+    head = _file_head(path, 32)
+    if head is None:
         return None
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         return struct.unpack(">II", head[16:24])
@@ -92,10 +99,8 @@ _SIGNATURES = (
 
 def _sniff_format(path: PathLike) -> str | None:
     """Format named by the file's magic bytes: tells a damaged image from a file that never was one."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(16)
-    except OSError:
+    head = _file_head(path, 16)
+    if head is None:
         return None
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
         return "WEBP"

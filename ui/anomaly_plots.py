@@ -65,30 +65,29 @@ def histogram_figure(base: dict, threshold: float) -> RawFigure:
     )
 
 
+def _curve_figure(xy: tuple, name: str, point: tuple[float, float], axes: tuple[str, str, str]) -> RawFigure:
+    """A curve (ROC or PR) with the current threshold's operating point on it."""
+    curve = {"type": "scatter", "x": arr(xy[0]), "y": arr(xy[1]), "mode": "lines", "name": name}
+    marker = {**OPERATING_POINT, "x": [point[0]], "y": [point[1]]}
+    return RawFigure([curve, marker], _axes(*axes))
+
+
 def roc_figure(base: dict, metrics: dict) -> RawFigure:
-    fpr, tpr = base["roc"]
-    curve = {
-        "type": "scatter",
-        "x": arr(fpr),
-        "y": arr(tpr),
-        "mode": "lines",
-        "name": f"ROC (AUROC {base['auroc']:.3f})",
-    }
-    point = {**OPERATING_POINT, "x": [metrics["fpr"]], "y": [metrics["recall"]]}
-    return RawFigure([curve, point], _axes("ROC", "false positive rate", "true positive rate"))
+    return _curve_figure(
+        base["roc"],
+        f"ROC (AUROC {base['auroc']:.3f})",
+        (metrics["fpr"], metrics["recall"]),
+        ("ROC", "false positive rate", "true positive rate"),
+    )
 
 
 def pr_figure(base: dict, metrics: dict) -> RawFigure:
-    recall, precision = base["pr"]
-    curve = {
-        "type": "scatter",
-        "x": arr(recall),
-        "y": arr(precision),
-        "mode": "lines",
-        "name": f"PR (AUPR {base['aupr']:.3f})",
-    }
-    point = {**OPERATING_POINT, "x": [metrics["recall"]], "y": [metrics["precision"]]}
-    return RawFigure([curve, point], _axes("Precision–recall", "recall", "precision"))
+    return _curve_figure(
+        base["pr"],
+        f"PR (AUPR {base['aupr']:.3f})",
+        (metrics["recall"], metrics["precision"]),
+        ("Precision–recall", "recall", "precision"),
+    )
 
 
 def star_traces(inspected: list[dict]) -> list[dict]:
