@@ -27,6 +27,7 @@ run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 DIMS = (2, 3, 16, 64, 128)
 DIM_LABELS = {2: "2-D: draw on a circle", 3: "3-D: draw on a sphere"}
 IMAGE_SIZES = (28, 32, 64, 96, 128, 160, 224)
+NATIVE_SIZE = 0  # "keep the images' own size"; not None, which a select box shows as "Choose an option"
 ALPHA_P = 0.9  # the paper's target probability for alpha_low
 RECENT_RUNS = 6
 
@@ -159,8 +160,9 @@ def apply_defaults(choice: DataChoice) -> dict:
     signature = (choice.data_id, tuple(choice.holdout), bool(choice.value))
     if st.session_state.get("_defaults_for") != signature:
         st.session_state["_defaults_for"] = signature
-        for key in ("dim", "epochs", "batch_size", "lr", "image_size"):
+        for key in ("dim", "epochs", "batch_size", "lr"):
             st.session_state[key] = values[key]
+        st.session_state["image_size"] = values["image_size"] or NATIVE_SIZE
     return values
 
 
@@ -200,12 +202,12 @@ def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) 
         "Learning rate", (1e-4, 3e-4, 1e-3, 3e-3, 1e-2), key="lr", format_func=lambda v: f"{v:g}"
     )
     seed = c5.number_input("Seed", 0, 2**31 - 1, 0, key="seed")
-    sizes = [None, *sorted(set(IMAGE_SIZES) | ({values["image_size"]} - {None}))]
+    sizes = [NATIVE_SIZE, *sorted(set(IMAGE_SIZES) | ({values["image_size"]} - {None}))]
     image_size = c6.selectbox(
         "Image size",
         sizes,
         key="image_size",
-        format_func=lambda v: "native" if v is None else f"{v} px",
+        format_func=lambda v: "native" if v == NATIVE_SIZE else f"{v} px",
         help="Images are resized to this side; photos default to 224 px for the pretrained backbone.",
     )
     if profile is not None:
@@ -228,7 +230,7 @@ def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) 
     if st.button("Start training", type="primary", key="start", disabled=choice.value is None):
         settings = {"dim": int(dim), "epochs": int(epochs), "batch_size": int(batch_size), "lr": float(lr),
                     "seed": int(seed), "name": name.strip(), "nproc": int(nproc),
-                    "image_size": None if image_size is None else int(image_size)}  # fmt: skip
+                    "image_size": None if image_size == NATIVE_SIZE else int(image_size)}  # fmt: skip
         start_run(choice, model, knobs, settings)
 
 

@@ -99,7 +99,7 @@ def test_defaults_come_from_the_data_and_2d_3d_are_one_click_away(checkpoints_ro
     assert at.number_input(key="epochs").value == want["epochs"]
     assert dim.options[:2] == ["2-D: draw on a circle", "3-D: draw on a sphere"]
     assert "64-D (suggested)" in dim.options
-    assert at.selectbox(key="image_size").value is None  # digits keep their size
+    assert at.selectbox(key="image_size").value == 0  # digits keep their size ("native")
     # the backbone, method and fine-tune depth, each explained in one line
     assert at.selectbox(key="arch").value == "auto"
     assert "small CNN" in at.selectbox(key="arch").options[0]
