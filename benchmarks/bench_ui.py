@@ -217,12 +217,14 @@ def bench(sizes: list[int], repeats: int) -> list[tuple]:
                 at.selectbox(key="anomaly_run").set_value(name).run()
                 assert not at.exception, at.exception
                 key = f"anomaly_thr::{name}"
-                sl = at.slider(key=key)
-                values = iter(np.linspace(sl.min + 0.1, sl.max - 0.1, repeats + 1).round(3))
-                at.slider(key=key).set_value(float(next(values))).run()  # warm
+                # the slider's stops are the test scores (plus the saved threshold and the suggestions)
+                stops = at.select_slider(key=key).options
+                picks = np.linspace(len(stops) * 0.1, len(stops) * 0.9, repeats + 1).astype(int)
+                values = iter(float(stops[i]) for i in picks)  # options read back as their labels
+                at.select_slider(key=key).set_value(next(values)).run()  # warm
 
                 def move(at=at, key=key, values=values):
-                    at.slider(key=key).set_value(float(next(values))).run()
+                    at.select_slider(key=key).set_value(next(values)).run()
 
                 trip, server, cpu = _timeit(move, repeats)
                 assert not at.exception, at.exception
