@@ -111,10 +111,20 @@ def sample_gallery(run: Run, rows: Any, value: np.ndarray, fmt: str = ".2g", wid
     show_gallery(run, rows, [f"{class_name(run, r)} · {value[r]:{fmt}}" for r in rows], width=width)
 
 
+def overlay_rgb(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
+    """A thumbnail with its defect map blended in red (threshold units: full red at twice the
+    threshold, nothing at or below half of it), for the galleries."""
+    img = to_display(image)
+    rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+    heat = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(rgb.shape[1::-1]))
+    weight = np.clip((heat - 0.5) / 1.5, 0.0, 1.0)[..., None] * 0.6
+    red = np.array([255.0, 0.0, 0.0])
+    return (rgb * (1 - weight) + red * weight).astype(np.uint8)
+
+
 def overlay_gallery(run: Run, rows: Any, maps: dict, threshold: float, width: int = 64) -> None:
     """A gallery of a patch run's rows with their defect maps blended in (threshold units)."""
     from core.anomaly_view import defect_map  # patch runs only
-    from ui.inspect_view import overlay_rgb
 
     rows = [int(r) for r in list(rows)[:MAX_GALLERY_IMAGES]]
     if not rows:

@@ -1,6 +1,6 @@
 """The Inspect-images panel's drawings: one card per uploaded image (verdict, score, an
 out-of-distribution notice, the defect map of patch runs, the nearest normal neighbours) and the
-defect map overlays (``defect_map_figure``, ``overlay_rgb``)."""
+defect map overlays (``defect_map_figure``; the galleries blend theirs with ``ui.gallery.overlay_rgb``)."""
 
 from __future__ import annotations
 
@@ -91,17 +91,6 @@ def defect_map_figure(image: np.ndarray, heatmap: np.ndarray, size: int = 320) -
         ],
     }
     return RawFigure([heat], layout)
-
-
-def overlay_rgb(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
-    """A thumbnail with its defect map blended in red (threshold units: full red at twice the
-    threshold, nothing at or below half of it), for the galleries."""
-    img = to_display(image)
-    rgb = np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
-    heat = np.asarray(Image.fromarray(np.asarray(heatmap, np.float32)).resize(rgb.shape[1::-1]))
-    weight = np.clip((heat - 0.5) / 1.5, 0.0, 1.0)[..., None] * 0.6
-    red = np.array([255.0, 0.0, 0.0])
-    return (rgb * (1 - weight) + red * weight).astype(np.uint8)
 
 
 def _verdict(row: dict, threshold: float) -> str:
