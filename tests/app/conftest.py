@@ -38,14 +38,33 @@ def _train_fixture_run(run_dir: Path, dim: int, projection: str) -> Path:
     from core.train import TrainConfig, train
 
     created = time.time()
-    cfg = TrainConfig(data="mnist-5k", loss="l2softmax", alpha="16", epochs=1, dim=dim,
-                      holdout_classes=["6", "7", "8", "9"], projection=projection, run_dir=str(run_dir),
-                      name=run_dir.name, seed=0)
+    cfg = TrainConfig(
+        data="mnist-5k",
+        loss="l2softmax",
+        alpha="16",
+        epochs=1,
+        dim=dim,
+        holdout_classes=["6", "7", "8", "9"],
+        projection=projection,
+        run_dir=str(run_dir),
+        name=run_dir.name,
+        seed=0,
+    )
     train(cfg)
     # train() alone leaves state "running" (run_job records the outcome): record it as a job would.
-    write_json(run_dir / "status.json", {"state": "completed", "phase": "done", "created": created,
-                                         "started": created, "ended": time.time(), "pid": None,
-                                         "progress": 1.0, "eta_s": 0.0})
+    write_json(
+        run_dir / "status.json",
+        {
+            "state": "completed",
+            "phase": "done",
+            "created": created,
+            "started": created,
+            "ended": time.time(),
+            "pid": None,
+            "progress": 1.0,
+            "eta_s": 0.0,
+        },
+    )
     (run_dir / "log.txt").write_text("fixture run trained in-process by tests/app/conftest.py\n")
     return run_dir
 
@@ -92,3 +111,14 @@ def app_test() -> Callable[..., AppTest]:
         return AppTest.from_file(str(REPO_ROOT / path), default_timeout=120)
 
     return make
+
+
+def collapse_scores(run_dir: Path) -> None:
+    """Overwrite a run's scores with float32 rounding noise, as a collapsed embedding produces."""
+    import numpy as np
+
+    with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
+        arrays = dict(z)
+    noise = np.random.default_rng(0).uniform(1e-9, 5e-7, len(arrays["score"]))
+    arrays["score"] = np.where(np.isfinite(arrays["score"]), noise, arrays["score"]).astype(np.float32)
+    np.savez(run_dir / "embeddings.npz", **arrays)

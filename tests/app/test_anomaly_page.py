@@ -20,6 +20,8 @@ from core.anomaly_view import anomaly_base
 from core.runs import load_run
 from ui.plotly_spec import RawFigure
 
+from .conftest import collapse_scores
+
 RUN_2D = "fixture-l2softmax-d2"
 RUN_16D = "fixture-l2softmax-d16"
 PAGE = "pages/3_Anomaly.py"
@@ -192,11 +194,7 @@ def test_run_choice_comes_from_the_url_then_the_session(root_with_runs, app_test
 
 def test_health_warning_on_a_collapsed_run(root_with_runs, app_test):
     run_dir = root_with_runs / RUN_2D
-    with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
-        arrays = dict(z)
-    noise = np.random.default_rng(0).uniform(1e-9, 5e-7, len(arrays["score"]))  # float32 rounding noise
-    arrays["score"] = np.where(np.isfinite(arrays["score"]), noise, arrays["score"]).astype(np.float32)
-    np.savez(run_dir / "embeddings.npz", **arrays)
+    collapse_scores(run_dir)  # float32 rounding noise, as a collapsed embedding gives
     at = open_page(app_test, RUN_2D)
     texts = [w.value for w in at.warning]
     assert any("collapsed" in t and "What to change" in t for t in texts), texts

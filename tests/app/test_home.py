@@ -9,7 +9,7 @@ import time
 from core import jobs
 from core.fsutil import read_json, write_json
 
-from .conftest import RUN_2D, RUN_16D
+from .conftest import RUN_2D, RUN_16D, collapse_scores
 
 
 def _no_exception(at) -> None:
@@ -32,14 +32,8 @@ def test_home_renders_and_lists_runs(root_with_runs, app_test):
 
 
 def test_home_shows_the_health_of_runs(root_with_runs, app_test):
-    import numpy as np
-
     run_dir = root_with_runs / RUN_16D
-    with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
-        arrays = dict(z)
-    noise = np.random.default_rng(0).uniform(1e-9, 5e-7, len(arrays["score"]))  # a collapsed embedding
-    arrays["score"] = np.where(np.isfinite(arrays["score"]), noise, arrays["score"]).astype(np.float32)
-    np.savez(run_dir / "embeddings.npz", **arrays)
+    collapse_scores(run_dir)  # float32 rounding noise, as a collapsed embedding gives
     at = app_test().run()
     _no_exception(at)
     df = at.dataframe[0].value
