@@ -13,14 +13,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -28,34 +24,11 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.bench_ui import write_synthetic_run  # noqa: E402
+from scripts.app_server import start_app, stop_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 RUN = "bench-10k"
 POINTS = 10_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(repo: Path, root: Path, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, "HSE_CHECKPOINTS": str(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    cmd = [str(REPO / ".venv" / "bin" / "python"), "-m", "streamlit", "run", "app.py", "--server.headless",
-           "true", "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.fileWatcherType", "none"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc
-        except OSError:
-            time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise SystemExit(f"streamlit did not start; see {log}")
 
 
 def measure(base: str, repeats: int) -> list[float]:
@@ -98,13 +71,11 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp) / "checkpoints"
         write_synthetic_run(root / RUN, n=POINTS, dim=2)
-        port = free_port()
-        proc = start_server(args.repo.resolve(), root, port, Path(tmp) / "streamlit.log")
+        proc, base = start_app(root, Path(tmp) / "streamlit.log", repo=args.repo.resolve())
         try:
-            times = measure(f"http://127.0.0.1:{port}", args.repeats)
+            times = measure(base, args.repeats)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+            stop_app(proc)
     load = os.getloadavg()
     print(
         f"Explore, 'Colour by' switch at {POINTS:,} points, {args.repo}: "

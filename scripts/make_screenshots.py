@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -34,36 +28,14 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+from scripts.app_server import start_app, stop_app  # noqa: E402
+
 CHROMIUM = "/usr/bin/chromium"
 DEMO_RUNS = ("demo-softmax-2d", "demo-l2softmax-2d")
 MAX_BYTES = 300_000
 WIDTH = 1400
 TIMEOUT_MS = 180_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_server(root: Path, log: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    env = {**os.environ, "HSE_CHECKPOINTS": str(root), "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
-    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.fileWatcherType", "none"]  # fmt: skip
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-                            start_new_session=True)  # fmt: skip
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2):
-                return proc, f"http://127.0.0.1:{port}"
-        except OSError:
-            time.sleep(0.3)
-    os.killpg(proc.pid, signal.SIGTERM)
-    raise SystemExit(f"streamlit did not start; see {log}")
 
 
 def settle(page) -> None:
@@ -174,12 +146,11 @@ def main() -> int:
         root = Path(tmp) / "checkpoints"
         for name in DEMO_RUNS:
             shutil.copytree(REPO / "checkpoints" / name, root / name)
-        proc, base = start_server(root, Path(tmp) / "streamlit.log")
+        proc, base = start_app(root, Path(tmp) / "streamlit.log")
         try:
             made = shoot(base, args.out)
         finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
+            stop_app(proc)
     for path, size in made:
         print(f"{path.relative_to(REPO) if path.is_relative_to(REPO) else path}: {size / 1000:.0f} KB")
     return 0

@@ -7,28 +7,18 @@ run called demo-l2softmax."""
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page
 
-from . import ARTIFACTS, REPO_ROOT, shot, wait_for_app, wait_for_text
+from scripts.app_server import AppStartError, start_app, stop_app
+
+from . import ARTIFACTS, shot, wait_for_app, wait_for_text
 
 PASSWORD = "correct horse battery staple"
 RUN_NAME = "demo-l2softmax"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -39,45 +29,14 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (run / "config.json").write_text(json.dumps({"name": RUN_NAME, "loss": "l2softmax", "alpha": "16"}))
     (run / "status.json").write_text(json.dumps({"state": "completed", "created": time.time()}))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    port = _free_port()
-    env = {
-        **os.environ,
-        "HSE_CHECKPOINTS": str(root),
-        "HSE_PASSWORD": PASSWORD,
-        "PYTHONUNBUFFERED": "1",
-        "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false",
-    }
-    python = REPO_ROOT / ".venv" / "bin" / "python"
-    cmd = [str(python), "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-           "--server.port", str(port), "--server.address", "127.0.0.1",
-           "--server.fileWatcherType", "none"]  # fmt: skip
-    with open(ARTIFACTS / "streamlit-password.log", "wb") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, "streamlit exited at start: see test-artifacts/streamlit-password.log"
-            try:
-                with urllib.request.urlopen(f"{base}/_stcore/health", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            assert time.monotonic() < deadline, "streamlit not healthy after 120 s"
-            time.sleep(0.25)
+        proc, base = start_app(root, ARTIFACTS / "streamlit-password.log", env={"HSE_PASSWORD": PASSWORD})
+    except AppStartError as e:
+        pytest.fail(str(e))
+    try:
         yield base
     finally:
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-                proc.wait(timeout=10)
-                break
-            except ProcessLookupError:
-                break
-            except subprocess.TimeoutExpired:
-                continue
+        stop_app(proc)
 
 
 def _main_text(page: Page) -> str:
