@@ -11,7 +11,7 @@ from core.catalog import RunEntry
 from core.train import TrainConfig
 from core.uploads import data_root
 from ui.progress import run_monitor
-from ui.run_table import draw_recent_health, draw_runs_table
+from ui.run_table import draw_recent_health, draw_runs_table, listed_or_error
 from ui.shell import run_inside_app
 from ui.text import one_line
 from ui.uploads_panel import draw_uploads_panel
@@ -154,11 +154,7 @@ def render() -> None:
         with col:
             st.page_link(path, label=label, icon=icon)
     root = catalog.checkpoints_root()
-    try:
-        entries = catalog.list_entries(root)
-    except OSError as e:
-        st.error(f"cannot read the checkpoints folder {root}: {one_line(e)}")
-        entries = []
+    entries = listed_or_error(catalog.list_entries, root)
     entries, demo_ids = quick_demo(root, entries)
     st.subheader("Runs")
     if not entries:

@@ -11,7 +11,7 @@ from core import catalog, jobs, sweep
 from core import sweep_view as SV
 from core.catalog import RunEntry
 from ui.embedding_plot import class_legend, embedding_figure
-from ui.run_table import state_badge
+from ui.run_table import listed_or_error, state_badge
 from ui.shell import run_inside_app
 from ui.sweep_form import launch_form
 from ui.sweep_plots import METRIC_LABELS, draw_progress_table, metric_figure
@@ -262,11 +262,7 @@ def embeddings(out: Path, data: SV.SweepData) -> None:
 def render() -> None:
     intro()
     root = catalog.checkpoints_root()
-    try:
-        sweeps = sweep.list_sweeps(root)
-    except OSError as e:
-        st.error(f"cannot read the checkpoints folder {root}: {one_line(e)}")
-        sweeps = []
+    sweeps = listed_or_error(sweep.list_sweeps, root)
     launch_form(root, expanded=not sweeps)
     if not sweeps:
         no_sweep_yet()

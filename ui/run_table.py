@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -10,6 +11,7 @@ import streamlit as st
 from core import catalog
 from core.catalog import RunEntry, number
 from ui.health import draw_health, short_label
+from ui.text import one_line
 
 STATE_COLORS = {
     "queued": "gray",
@@ -82,3 +84,12 @@ def draw_recent_health(entries: Sequence[RunEntry], n: int = 3) -> None:
         if _shown_state(e) == "completed" and catalog.health(e):
             draw_health(e, name=e.name)
             shown += 1
+
+
+def listed_or_error(read: Callable[[Path], list], root: Path) -> list:
+    """``read(root)`` (runs, sweeps), or an empty list and one error line naming the folder."""
+    try:
+        return read(root)
+    except OSError as e:
+        st.error(f"cannot read the checkpoints folder {root}: {one_line(e)}")
+        return []

@@ -7,9 +7,14 @@ Fixtures (``streamlit_server``, ``hse_checkpoints``, ``browser``, ``browser_page
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Locator, Page
+
+from scripts.app_server import AppStartError, start_app, stop_app
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO_ROOT / "test-artifacts"
@@ -43,3 +48,17 @@ def wait_for_app(page: Page, timeout: float = 60_000) -> None:
     page.wait_for_selector(
         '[data-testid="stApp"][data-test-script-state="notRunning"]', state="attached", timeout=timeout
     )
+
+
+@contextmanager
+def app_server(checkpoints: Path, log_path: Path, env: dict | None = None) -> Iterator[str]:
+    """The app served on a free port for the duration of the block; yields its base URL. A server
+    that does not come up fails the test with its log's tail."""
+    try:
+        proc, base_url = start_app(checkpoints, log_path, env=env)
+    except AppStartError as e:
+        pytest.fail(str(e))
+    try:
+        yield base_url
+    finally:
+        stop_app(proc)

@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from scripts.app_server import AppStartError, start_app, stop_app
-
-from . import ARTIFACTS, REPO_ROOT, shot, wait_for_app, wait_for_text
+from . import ARTIFACTS, REPO_ROOT, app_server, shot, wait_for_app, wait_for_text
 
 __all__ = ["shot", "wait_for_app", "wait_for_text"]
 
@@ -66,15 +64,8 @@ def streamlit_server(hse_checkpoints: Path) -> Iterator[str]:
     if not (REPO_ROOT / "app.py").exists():
         pytest.fail("app.py is missing in the repository root")
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    log_path = ARTIFACTS / "streamlit.log"
-    try:
-        proc, base_url = start_app(hse_checkpoints, log_path)
-    except AppStartError as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(hse_checkpoints, ARTIFACTS / "streamlit.log") as base_url:
         yield base_url
-    finally:
-        stop_app(proc)
 
 
 @pytest.fixture(scope="session")

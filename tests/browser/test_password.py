@@ -13,9 +13,7 @@ from collections.abc import Iterator
 import pytest
 from playwright.sync_api import Page
 
-from scripts.app_server import AppStartError, start_app, stop_app
-
-from . import ARTIFACTS, shot, wait_for_app, wait_for_text
+from . import ARTIFACTS, app_server, shot, wait_for_app, wait_for_text
 
 PASSWORD = "correct horse battery staple"
 RUN_NAME = "demo-l2softmax"
@@ -29,14 +27,8 @@ def locked_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     (run / "config.json").write_text(json.dumps({"name": RUN_NAME, "loss": "l2softmax", "alpha": "16"}))
     (run / "status.json").write_text(json.dumps({"state": "completed", "created": time.time()}))
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    try:
-        proc, base = start_app(root, ARTIFACTS / "streamlit-password.log", env={"HSE_PASSWORD": PASSWORD})
-    except AppStartError as e:
-        pytest.fail(str(e))
-    try:
+    with app_server(root, ARTIFACTS / "streamlit-password.log", env={"HSE_PASSWORD": PASSWORD}) as base:
         yield base
-    finally:
-        stop_app(proc)
 
 
 def _main_text(page: Page) -> str:
