@@ -103,8 +103,24 @@ def _wait_confusion_change(page: Page, before: dict[str, int], timeout_s: float 
     while True:
         wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
         now = _confusion(page)
-        if now != before or time.monotonic() > deadline:
+        if now != before:
+            return _settled_confusion(page)
+        if time.monotonic() > deadline:
             return now
+        page.wait_for_timeout(500)
+
+
+def _settled_confusion(page: Page, timeout_s: float = 120) -> dict[str, int]:
+    """The confusion figures once the threshold fragment has finished redrawing: a fragment rerun
+    replaces the four metrics one after the other, so two equal reads in a row are required."""
+    deadline = time.monotonic() + timeout_s
+    last = None
+    while True:
+        wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
+        now = _confusion(page)
+        if now == last or time.monotonic() > deadline:
+            return now
+        last = now
         page.wait_for_timeout(500)
 
 
@@ -205,7 +221,8 @@ def _step1_quick_demo(page: Page, base: str, root: Path) -> str:
 
 def _step2_explore(page: Page, l2_run: str) -> None:
     page.get_by_role("link", name=re.compile("Open them on the Explore page")).click()
-    page.wait_for_url(re.compile(r"/Explore/?$"), timeout=60_000)
+    # the page keeps the chosen run in the URL (?run=...), so a link to the view can be shared
+    page.wait_for_url(re.compile(r"/Explore/?(\?run=[^&]+)?$"), timeout=60_000)
     _check_explore(page, l2_run)
 
 
@@ -276,7 +293,7 @@ def _step3_anomaly_slider(page: Page, base: str, l2_run: str) -> None:
     for _ in range(3):
         slider.first.press("PageDown")
     _settle(page)
-    moved = _confusion(page)
+    moved = _settled_confusion(page)
     assert sum(moved.values()) == total
     assert float(slider.first.input_value()) < vmax
     page.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
