@@ -25,6 +25,25 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def synthetic_summary(
+    loss: str, alpha: float | None, dim: int, data: str, split: np.ndarray, **fields
+) -> dict:
+    """The summary.json keys every made-up one-epoch run shares; ``fields`` add to or override them."""
+    from core.loss_specs import loss_spec
+    from core.rundir import SPLIT_TEST, SPLIT_TRAIN
+
+    return {
+        "loss": loss,
+        "alpha": alpha if loss_spec(loss).has_alpha else None,
+        "dim": dim,
+        "epochs": 1,
+        "data": data,
+        "n_train": int((split == SPLIT_TRAIN).sum()),
+        "n_test": int((split == SPLIT_TEST).sum()),
+        **fields,
+    }
+
+
 def write_synthetic_run(
     run_dir: str | Path,
     n: int = 2000,
@@ -103,31 +122,29 @@ def write_synthetic_run(
         epochs=1,
     )
     write_json(run_dir / "config.json", asdict(cfg))
-    summary = {
-        "loss": loss,
-        "alpha": alpha if loss == "l2softmax" else None,
-        "dim": dim,
-        "epochs": 1,
-        "data": "synthetic",
-        "n_train": int((split == 0).sum()),
-        "n_test": int(test.sum()),
-        "test_accuracy": 0.9,
-        "precision_at_1": 0.9,
-        "map_at_r": 0.8,
-        "anomaly_auroc": curves.get("auroc"),
-        "anomaly_aupr": curves.get("aupr"),
-        "threshold": threshold,
-        "threshold_percentile": 95.0,
-        "k": 5,
-        "samples_per_second": 1.0,
-        "train_seconds": 1.0,
-        "mean_feature_norm": float(norm[split == 0].mean()),
-        "class_names": class_names,
-        "normal_classes": list(range(normal)),
-        "train_classes": list(range(normal)),
-        "image_size": 28,
-        "channels": 1,
-    }
+    summary = synthetic_summary(
+        loss,
+        alpha,
+        dim,
+        "synthetic",
+        split,
+        test_accuracy=0.9,
+        precision_at_1=0.9,
+        map_at_r=0.8,
+        anomaly_auroc=curves.get("auroc"),
+        anomaly_aupr=curves.get("aupr"),
+        threshold=threshold,
+        threshold_percentile=95.0,
+        k=5,
+        samples_per_second=1.0,
+        train_seconds=1.0,
+        mean_feature_norm=float(norm[split == 0].mean()),
+        class_names=class_names,
+        normal_classes=list(range(normal)),
+        train_classes=list(range(normal)),
+        image_size=28,
+        channels=1,
+    )
     write_json(run_dir / "summary.json", summary)
     write_json(run_dir / "status.json", {"state": "completed", "progress": 1.0})
     if model:

@@ -228,23 +228,22 @@ def _run_with_faulty_rank(tmp_path: Path, fault: str) -> tuple[subprocess.Comple
 
 
 @pytest.mark.slow
-def test_a_python_error_in_rank_1_leaves_the_run_failed_with_that_error(tmp_path):
-    proc, st = _run_with_faulty_rank(tmp_path, "error")
+@pytest.mark.parametrize(
+    "fault, reason_start",
+    [
+        ("error", "rank 1: injected failure in rank 1 at step 2"),  # a Python exception in rank 1
+        ("abort", "rank 1 crashed: Fatal Python error: Aborted"),  # a native crash: SIGABRT in rank 1
+    ],
+)
+def test_a_failing_rank_1_leaves_the_run_failed_with_its_error(tmp_path, fault, reason_start):
+    proc, st = _run_with_faulty_rank(tmp_path, fault)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
-    assert st["state"] == "failed", (st, out[-3000:])
-    assert st["reason"] == "rank 1: injected failure in rank 1 at step 2", out[-3000:]
+    assert st["state"] == "failed", (st, out[-3000:])  # never left running or cancelled
+    assert st["reason"].startswith(reason_start), (st, out[-3000:])
     assert st.get("ended")
-
-
-@pytest.mark.slow
-def test_a_native_crash_of_rank_1_leaves_the_run_failed_not_running_or_cancelled(tmp_path):
-    proc, st = _run_with_faulty_rank(tmp_path, "abort")
-    out = proc.stdout + proc.stderr
-    assert proc.returncode != 0, out[-3000:]
-    assert st["state"] == "failed", (st, out[-3000:])
-    assert st["reason"].startswith("rank 1 crashed: Fatal Python error: Aborted"), (st, out[-3000:])
-    assert (tmp_path / "run" / ".rank-1.crash.txt").read_text().count("faulty_all_reduce") >= 1
+    if fault == "abort":
+        assert (tmp_path / "run" / ".rank-1.crash.txt").read_text().count("faulty_all_reduce") >= 1
 
 
 def test_cancel_marks_the_request_before_it_signals(tmp_path, monkeypatch):

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.backbones import EfficientNetLite0Features
 from core.features import (
     FeatureSpec,
     cache_path,
@@ -22,12 +21,7 @@ from core.features import (
 )
 from core.synthetic_defects import load_photo, random_crops
 
-SIZE = 64
-
-
-@pytest.fixture(scope="module")
-def extractor():
-    return EfficientNetLite0Features(pretrained=True, image_size=SIZE)
+IMAGE_SIZE = SIZE = 64  # IMAGE_SIZE: the size of the `extractor` fixture (conftest)
 
 
 @pytest.fixture()

@@ -4,7 +4,6 @@ import numpy as np
 import pytest
 
 from core.anomaly import roc_pr
-from core.backbones import EfficientNetLite0Features
 from core.methods import METHODS, KnnFeatures, build_method
 from core.patchcore import (
     PatchCore,
@@ -16,11 +15,6 @@ from core.patchcore import (
 from core.synthetic_defects import make_inspection_set
 
 IMAGE_SIZE = 128
-
-
-@pytest.fixture(scope="module")
-def extractor():
-    return EfficientNetLite0Features(pretrained=True, image_size=IMAGE_SIZE)
 
 
 @pytest.fixture(scope="module")

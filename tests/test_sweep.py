@@ -142,8 +142,11 @@ def test_expand_grid_openset_splits() -> None:
     # split-major queue order: every configuration runs on split 0 / seed 0 before any runs on split 1
     keys = [(m["split"], m["seed"]) for _, m in cells]
     assert keys == sorted(keys)
-    assert [(m["loss"], m["alpha"]) for _, m in cells[:3]] == [("l2softmax", "4"), ("l2softmax", "auto"),
-                                                                ("softmax", "")]
+    assert [(m["loss"], m["alpha"]) for _, m in cells[:3]] == [
+        ("l2softmax", "4"),
+        ("l2softmax", "auto"),
+        ("softmax", ""),
+    ]
     # all five standard splits, each 6 known + 4 unknown digits, different from each other
     cells5 = sweep.expand_grid(base, ["softmax"], [], [0], openset_splits=5)
     held = [tuple(c.holdout_classes) for c, _ in cells5]

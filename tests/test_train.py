@@ -10,19 +10,25 @@ from core.runs import load_run
 from core.train import TrainConfig, load_model, train
 
 
+def quick_config(run_dir, **fields) -> TrainConfig:
+    """A one-epoch config on a few hundred digits without projection; ``fields`` override."""
+    settings = {"epochs": 1, "max_train_samples": 256, "projection": "none", "run_dir": str(run_dir)}
+    return TrainConfig(**{**settings, **fields})
+
+
 @pytest.fixture(scope="module")
 def l2_run(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("runs") / "l2"
     events = []
-    cfg = TrainConfig(
+    cfg = quick_config(
+        run_dir,
         loss="l2softmax",
         alpha="8",
         dim=16,
         epochs=2,
         max_train_samples=600,
-        holdout_classes=["6", "7", "8", "9"],
         projection="pca",
-        run_dir=str(run_dir),
+        holdout_classes=["6", "7", "8", "9"],
     )
     summary = train(cfg, events.append)
     return run_dir, summary, events
@@ -119,9 +125,7 @@ def test_embeddings_file_contents(l2_run):
 def test_status_completed_only_through_run_job(tmp_path):
     from core.train import run_job
 
-    cfg = TrainConfig(
-        loss="softmax", dim=2, epochs=1, max_train_samples=200, projection="none", run_dir=str(tmp_path / "r")
-    )
+    cfg = quick_config(tmp_path / "r", loss="softmax", dim=2, max_train_samples=200)
     assert run_job(cfg) == 0
     st = json.loads((tmp_path / "r" / "status.json").read_text())
     assert st["state"] == "completed" and st["ended"] >= st["started"]
@@ -129,16 +133,7 @@ def test_status_completed_only_through_run_job(tmp_path):
 
 @pytest.mark.parametrize("loss", ["triplet", "npair", "arcface", "cosface", "normface"])
 def test_every_loss_trains_and_reloads(tmp_path, loss):
-    cfg = TrainConfig(
-        loss=loss,
-        dim=8,
-        epochs=1,
-        max_train_samples=256,
-        batch_size=64,
-        projection="none",
-        holdout_classes=["9"],
-        run_dir=str(tmp_path / loss),
-    )
+    cfg = quick_config(tmp_path / loss, loss=loss, dim=8, batch_size=64, holdout_classes=["9"])
     summary = train(cfg)
     assert np.isfinite(summary["test_accuracy"]) and summary["anomaly_auroc"] is not None
     model, _ = load_model(tmp_path / loss / "model.pt")
@@ -146,32 +141,14 @@ def test_every_loss_trains_and_reloads(tmp_path, loss):
 
 
 def test_alpha_auto_uses_the_paper_bound(tmp_path, capsys):
-    cfg = TrainConfig(
-        loss="l2softmax",
-        alpha="auto",
-        dim=4,
-        epochs=1,
-        max_train_samples=128,
-        projection="none",
-        run_dir=str(tmp_path / "auto"),
-    )
+    cfg = quick_config(tmp_path / "auto", loss="l2softmax", alpha="auto", dim=4, max_train_samples=128)
     summary = train(cfg)
     assert summary["alpha_initial"] == pytest.approx(np.log(0.9 * 8 / 0.1))
     assert "lower bound" in capsys.readouterr().out
 
 
 def test_trainable_alpha_moves(tmp_path):
-    cfg = TrainConfig(
-        loss="l2softmax",
-        alpha="2",
-        alpha_trainable=True,
-        dim=4,
-        epochs=1,
-        max_train_samples=256,
-        lr=1e-2,
-        projection="none",
-        run_dir=str(tmp_path / "ta"),
-    )
+    cfg = quick_config(tmp_path / "ta", loss="l2softmax", alpha="2", alpha_trainable=True, dim=4, lr=1e-2)
     summary = train(cfg)
     assert summary["alpha"] != pytest.approx(2.0)
 

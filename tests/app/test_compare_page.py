@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.bench_ui import synthetic_summary
 from core import jobs, sweep
 from core.fsutil import write_json, write_npz
 from core.losses import alpha_lower_bound
@@ -85,23 +86,21 @@ def make_run(root: Path, run_id: str, loss: str, alpha: float | None, seed: int,
             "phase": "done",
         },
     )
-    summary = {
-        "loss": loss,
-        "alpha": alpha if loss == "l2softmax" else None,
-        "dim": dim,
-        "epochs": 1,
-        "data": "mnist-5k",
-        "seed": seed,
-        "holdout_classes": HOLDOUT,
-        "n_train": int((split == 0).sum()),
-        "n_test": int((split == 2).sum()),
-        "threshold": 0.1,
-        "threshold_percentile": 95.0,
-        "class_names": [str(c) for c in classes],
-        "normal_classes": KNOWN,
-        "train_classes": KNOWN,
+    summary = synthetic_summary(
+        loss,
+        alpha,
+        dim,
+        "mnist-5k",
+        split,
+        seed=seed,
+        holdout_classes=HOLDOUT,
+        threshold=0.1,
+        threshold_percentile=95.0,
+        class_names=[str(c) for c in classes],
+        normal_classes=KNOWN,
+        train_classes=KNOWN,
         **_fake_metrics(loss, alpha, seed),
-    }
+    )
     write_json(run / "summary.json", summary)
     write_npz(
         run / "embeddings.npz",

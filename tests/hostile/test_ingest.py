@@ -294,8 +294,16 @@ def test_folder_with_only_unusable_files_refused(tmp_path: Path) -> None:
 
 
 def _white(mode: str) -> Image.Image:
-    values = {"1": 1, "L": 255, "LA": (255, 255), "P": None, "RGB": (255, 255, 255),
-              "RGBA": (255, 255, 255, 255), "CMYK": (0, 0, 0, 0), "I;16": 65535}
+    values = {
+        "1": 1,
+        "L": 255,
+        "LA": (255, 255),
+        "P": None,
+        "RGB": (255, 255, 255),
+        "RGBA": (255, 255, 255, 255),
+        "CMYK": (0, 0, 0, 0),
+        "I;16": 65535,
+    }
     if mode == "P":
         return Image.new("RGB", (13, 7), (255, 255, 255)).convert("P")
     return Image.new(mode, (13, 7), values[mode])
@@ -366,8 +374,9 @@ def test_non_utf8_and_long_names_on_disk(tmp_path: Path) -> None:
 def test_non_utf8_and_long_names_in_zip(tmp_path: Path) -> None:
     placeholder = "cls/XXX.png"
     long_entry = "cls/" + "y" * 300 + ".png"  # longer than any file system allows for one name
-    zip_path = make_zip(tmp_path / "names.zip", {placeholder: png_bytes(), long_entry: png_bytes(),
-                                                 "cls/ok.png": png_bytes()})
+    zip_path = make_zip(
+        tmp_path / "names.zip", {placeholder: png_bytes(), long_entry: png_bytes(), "cls/ok.png": png_bytes()}
+    )
     # zipfile only writes UTF-8 names; patch raw Latin-1 bytes (no UTF-8 flag) into both headers.
     raw = zip_path.read_bytes().replace(b"XXX.png", b"\xe9t\xe9.png")
     zip_path.write_bytes(raw)
