@@ -41,23 +41,26 @@ CHROMIUM = "/usr/bin/chromium"
 RUN = "bench-10k"
 POINTS = 10_000
 APP = '[data-testid="stApp"]'
-# Recorded on every animation frame after the move: when the script started and stopped running,
-# and when the page's own "changed" test first held. Reset by each move.
+# When the script started and stopped running after the move (a MutationObserver on Streamlit's
+# script-state attribute: a fragment run can start and end within one animation frame), and the first
+# animation frame after that in which the page's own "changed" test holds. Reset by each move.
 WATCH = """(changed) => {
   const w = {t0: null, running: null, script: null, shown: null};
   window.__bench = w;
   const start = () => { if (w.t0 === null) w.t0 = performance.now(); };
   document.addEventListener('keydown', start, {capture: true, once: true});
   document.addEventListener('pointerdown', start, {capture: true, once: true});
+  const app = document.querySelector('__APP__');
+  const seen = new MutationObserver(() => {
+    if (w.t0 === null) return;
+    const state = app.getAttribute('data-test-script-state');
+    if (w.running === null && state === 'running') w.running = performance.now();
+    if (w.running !== null && w.script === null && state !== 'running') w.script = performance.now();
+  });
+  seen.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
   const test = new Function('return (' + changed + ')()');
   const tick = () => {
-    if (w.t0 !== null) {
-      const now = performance.now();
-      const state = document.querySelector('__APP__')?.getAttribute('data-test-script-state');
-      if (w.running === null && state === 'running') w.running = now;
-      if (w.running !== null && w.script === null && state === 'notRunning') w.script = now;
-      if (w.shown === null && w.script !== null && test()) w.shown = now;
-    }
+    if (w.shown === null && w.script !== null && test()) { w.shown = performance.now(); seen.disconnect(); }
     if (w.shown === null) requestAnimationFrame(tick);
   };
   requestAnimationFrame(tick);
@@ -92,24 +95,32 @@ class Tab:
         self.page.wait_for_selector(f'{APP}[data-test-script-state="notRunning"]', state="attached")
         self.page.wait_for_timeout(300)
 
-    def move(self, act, changed_js: str) -> tuple[float, float, int]:
-        """(script s, shown s, bytes received) of one widget change made by ``act()``."""
+    def move(self, act, changed_js: str) -> tuple[float, float, int] | None:
+        """(script s, shown s, bytes received) of one widget change made by ``act()``; None (and a
+        line saying so) when the change did not show within a minute."""
+        from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
         self.settle()
         self.page.evaluate(WATCH, changed_js)
         self.received = 0
         act()
-        self.page.wait_for_function("() => window.__bench.shown !== null", polling=50)
+        try:
+            self.page.wait_for_function("() => window.__bench.shown !== null", polling=50, timeout=60_000)
+        except PlaywrightTimeout:
+            state = self.page.evaluate("window.__bench")
+            print(f"{self.page.url}: a move did not show within 60 s ({state})")
+            return None
         w = self.page.evaluate("window.__bench")
         return (w["script"] - w["t0"]) / 1000, (w["shown"] - w["t0"]) / 1000, self.received
 
 
-def explore_move(tab: Tab, i: int) -> tuple[float, float, int]:
+def explore_move(tab: Tab, i: int) -> tuple[float, float, int] | None:
     choice, legend = ("split", "val") if i % 2 == 0 else ("class", "5")
     radio = tab.page.locator('[data-testid="stSidebar"]').get_by_text(choice, exact=True)
     return tab.move(radio.click, LEGEND_HAS.replace("__NAME__", json.dumps(legend)))
 
 
-def anomaly_move(tab: Tab, i: int) -> tuple[float, float, int]:
+def anomaly_move(tab: Tab, i: int) -> tuple[float, float, int] | None:
     slider = tab.page.locator('[data-testid="stSlider"]').filter(has_text="Threshold")
     handle = slider.locator('input[type="range"]').first
     handle.focus()
@@ -139,32 +150,33 @@ def measure(bases: dict[str, str], repeats: int, pages: list[str]) -> dict[tuple
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
         tabs = {v: open_tabs(browser, base, pages) for v, base in bases.items()}
-        for i in range(repeats + 2):  # there and back; the first two moves warm up, not counted
+        for i in range(2 * repeats + 2):  # there and back; the first two moves warm up, not counted
             for version in bases:
                 for page, move in moves.items():
-                    tab = tabs[version][page]
+                    tab, t = tabs[version][page], out[version, page]
+                    if len(t.shown) == repeats:
+                        continue
                     tab.page.bring_to_front()
-                    script, shown, received = move(tab, i)
-                    if i >= 2:
-                        t = out[version, page]
-                        t.script.append(script)
-                        t.shown.append(shown)
-                        t.received.append(received)
+                    timing = move(tab, i)
+                    if i >= 2 and timing is not None:
+                        t.script.append(timing[0])
+                        t.shown.append(timing[1])
+                        t.received.append(timing[2])
         browser.close()
     return out
 
 
 def report(out: dict[tuple[str, str], Timings], labels: dict[str, str], repeats: int) -> None:
     load = os.getloadavg()
-    print(f"{POINTS:,} points; median of {repeats} moves; load average {load[0]:.2f} {load[1]:.2f} "
-          f"{load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
+    print(f"{POINTS:,} points; median of up to {repeats} moves (n below); load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")  # fmt: skip
     print("| page | version | shown: median (min-max) | script finished: median | KB received |")
     print("|---|---|---|---|---|")
     for (version, page), t in out.items():
         shown, script = t.shown, t.script
         print(
             f"| {page} | {version} ({labels[version]}) | {statistics.median(shown):.3f} s "
-            f"({min(shown):.3f}-{max(shown):.3f}) | {statistics.median(script):.3f} s | "
+            f"({min(shown):.3f}-{max(shown):.3f}, n={len(shown)}) | {statistics.median(script):.3f} s | "
             f"{statistics.median(t.received) / 1000:.0f} |"
         )
 
