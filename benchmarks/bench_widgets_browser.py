@@ -14,10 +14,11 @@ Chromium opens Explore and Anomaly of every server, and the moves alternate betw
   Done = the script run has finished and the TP/FP/TN/FN metrics show the new confusion counts.
 
 The clock starts at the key press or pointer press inside the page (``performance.now()``) and each
-phase is read there too, on every animation frame: ``script`` = until the script run has finished
-(server time and the deltas' transfer), ``shown`` = until the change is on screen (``done``). The
-first move of each kind warms the caches and is not counted. Also printed: the bytes the page
-received over the websocket per move, and the load average."""
+phase is read there too: ``script`` = until the script run has finished (server time, the deltas'
+transfer and whatever keeps the page's main thread busy meanwhile), ``shown`` = the first animation
+frame after that in which the change is on screen (``done``). The first two moves (there and back)
+warm the caches and are not counted; a move that does not show within 60 s is reported and not
+counted. Also printed: the bytes the page received over the websocket per move, and the load average."""
 
 from __future__ import annotations
 
