@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import streamlit as st
 
 from core import catalog, views
 from core.runs import Run
-from core.views import SPLIT_NAMES, class_name, draw_raw
+from core.views import SPLIT_NAMES, draw_raw
 from ui.embedding_plot import scatter_figure, selected_rows
-from ui.gallery import sample_gallery, show_gallery, thumbnail
+from ui.gallery import sample_gallery
 from ui.health import draw_health
 from ui.norm_plot import norm_histogram
+from ui.plotly_spec import GL_CONFIG
 from ui.run_choice import pick_run
+from ui.sample_story import selection_details
 from ui.shell import run_inside_app
 from ui.text import run_title
 
@@ -43,10 +44,10 @@ class ViewOptions:
     k_nn: int
 
 
-def sidebar() -> tuple[bool, ViewOptions]:
+def view_options() -> ViewOptions:
+    """The sidebar's view options. Drawn from inside the `run_views` fragment, so a change reruns only
+    the runs' views, not the whole page."""
     with st.sidebar:
-        st.header("View")
-        compare = st.toggle("Compare two runs side by side", value=False, key="explore_compare")
         colour_by = st.radio(
             "Colour by",
             ["class", "split", "anomaly", "norm"],
@@ -73,7 +74,7 @@ def sidebar() -> tuple[bool, ViewOptions]:
         names = list(SPLIT_NAMES.values())
         splits = st.multiselect("Splits", names, default=names, key="explore_splits")
         k_nn = st.slider("Neighbours listed for a clicked sample", 1, 20, 8, key="explore_knn")
-    return compare, ViewOptions(colour_by, projection, raw, max_points, splits, k_nn)
+    return ViewOptions(colour_by, projection, raw, max_points, splits, k_nn)
 
 
 def run_metrics(run: Run) -> None:
@@ -119,83 +120,9 @@ def scatter(run: Run, coords: views.Coords, rows: np.ndarray, opts: ViewOptions,
         on_select="rerun",
         selection_mode=("points", "box", "lasso") if coords.xy.shape[1] == 2 else ("points",),
         width="stretch",
+        config=GL_CONFIG,
     )
     return selected_rows(event)
-
-
-def _file_name(source: str) -> str:
-    """A sample's own file name (an uploaded file), or its bundled id (mnist-5k#12)."""
-    return Path(source).name if "/" in source or "\\" in source else source
-
-
-def one_sample(run: Run, r: int, k_nn: int) -> None:
-    """A clicked point's story: its image, class, split, score and decision, and its neighbours."""
-    score, threshold = float(run.score[r]), run.threshold
-    decision = "anomaly" if score > threshold else "normal"
-    truth = "a held-out class (a true anomaly)" if run.anomaly[r] else "a normal class"
-    c1, c2 = st.columns([1, 5], vertical_alignment="center")
-    c1.image(thumbnail(str(run.source[r])), width=112, clamp=True)
-    c2.markdown(
-        f"**{_file_name(str(run.source[r]))}** · class **{class_name(run, r)}** ({truth}) · "
-        f"{SPLIT_NAMES[int(run.split[r])]} split  \n"
-        f"score **{score:.4g}** against the threshold {threshold:.4g} → called **{decision}** · "
-        f"‖f‖ = {float(run.norm[r]):.3g}"
-    )
-    nn, dist = views.nearest_neighbours(run.emb, run.emb[r], k=k_nn, exclude=r)
-    st.markdown(f"**Its {len(nn)} nearest neighbours** (cosine distance, nearest first):")
-    captions = [
-        f"{class_name(run, j)} · {SPLIT_NAMES[int(run.split[j])]} · {d:.3g}" for j, d in zip(nn, dist)
-    ]
-    show_gallery(run, nn, captions, width=88)
-    st.dataframe(
-        {
-            "class": [class_name(run, j) for j in nn],
-            "split": [SPLIT_NAMES[int(run.split[j])] for j in nn],
-            "cosine distance": [float(d) for d in dist],
-            "score": [float(run.score[j]) for j in nn],
-            "file": [_file_name(str(run.source[j])) for j in nn],
-        },
-        hide_index=True,
-        column_config={
-            "cosine distance": st.column_config.NumberColumn(format="%.4g"),
-            "score": st.column_config.NumberColumn(format="%.4g"),
-        },
-    )
-
-
-def selection_details(
-    run: Run, coords: views.Coords, selection: list[int], opts: ViewOptions, slot: str
-) -> None:
-    if len(selection) == 1:
-        one_sample(run, selection[0], opts.k_nn)
-    elif len(selection) > 1:
-        more = " (first 48 shown)" if len(selection) > 48 else ""
-        st.markdown(f"**{len(selection)} selected samples**{more}")
-        show_gallery(run, selection)
-    if not selection:
-        st.caption(
-            "Click a point for its story and its nearest neighbours; choose the lasso or box in the "
-            "plot's toolbar to select many for a gallery and a CSV."
-        )
-        return
-    csv = views.selection_csv(
-        selection,
-        run.source,
-        run.label,
-        run.class_names,
-        run.split,
-        run.anomaly,
-        run.norm,
-        run.score,
-        coords.xy,
-    )
-    st.download_button(
-        "Download selection as CSV",
-        csv,
-        file_name=f"{run.name}_selection.csv",
-        mime="text/csv",
-        key=f"explore_dl_{slot}",
-    )
 
 
 def norm_view(run: Run, slot: str) -> None:
@@ -238,7 +165,7 @@ def run_view(run: Run, opts: ViewOptions, slot: str) -> None:
     coords_caption(coords, int(run.emb.shape[1]))
     selection = scatter(run, coords, rows, opts, slot)
     st.session_state[f"{sel_key}_rows"] = selection
-    selection_details(run, coords, selection, opts, slot)
+    selection_details(run, coords.xy, selection, opts.k_nn, download_key=f"explore_dl_{slot}")
 
 
 def render() -> None:
@@ -258,16 +185,25 @@ def render() -> None:
         return
     by_name = {e.run_id: e for e in entries}  # run ids: two runs may share a name
     names = list(by_name)
-    compare, opts = sidebar()
+    with st.sidebar:
+        st.header("View")
+        compare = st.toggle("Compare two runs side by side", value=False, key="explore_compare")
     pick_cols = st.columns(2 if compare else 1)
     with pick_cols[0]:
         picked = [pick_run(entries, key="explore_run_a").run_id]
     if compare:
         rest = [n for n in names if n != picked[0]] or names
         picked.append(pick_cols[1].selectbox("Compare with", rest, key="explore_run_b"))
-    for col, name, slot in zip(st.columns(len(picked)), picked, ["a", "b"]):
+    run_views([by_name[name] for name in picked])
+
+
+@st.fragment
+def run_views(entries: list[catalog.RunEntry]) -> None:
+    """The view options and the chosen runs drawn with them: an option's change reruns only this."""
+    opts = view_options()
+    for col, entry, slot in zip(st.columns(len(entries)), entries, ["a", "b"]):
         with col:
-            show_run(by_name[name], opts, slot)
+            show_run(entry, opts, slot)
 
 
 render()

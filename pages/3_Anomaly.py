@@ -14,11 +14,13 @@ from core.runs import Run, RunError, save_threshold
 from core.score import score_uploads
 from core.uploads import uploads_root
 from ui.anomaly_plots import histogram_figure, pr_figure, roc_figure, star_traces
-from ui.embedding_plot import decision_region_traces, scatter_figure
+from ui.embedding_plot import decision_region_traces, scatter_figure, selected_rows
 from ui.gallery import overlay_gallery, sample_gallery
 from ui.health import draw_health
 from ui.inspect_view import inspected_card, mark_out_of_distribution, user_error
+from ui.plotly_spec import GL_CONFIG
 from ui.run_choice import pick_run
+from ui.sample_story import selection_details
 from ui.shell import run_inside_app
 from ui.text import one_line
 
@@ -26,6 +28,7 @@ run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 
 
 GALLERY = 12  # false positives / negatives shown
+MAP_NEIGHBOURS = 8  # neighbours listed for a sample clicked on the map (Explore's default)
 CONFUSION_HELP = {
     "TP": "anomalies called anomalous",
     "FP": "false alarms: normal samples called anomalous",
@@ -233,6 +236,8 @@ def inspect_images(run: Run, base: dict, threshold: float) -> list[dict]:
 
 
 def decision_map(run: Run, base: dict, threshold: float, inspected: list[dict]) -> None:
+    """The test split coloured by the decision at ``threshold``, the normal region and the inspected
+    uploads; a click on a point tells its story (as on Explore), the lasso selects many."""
     coords, dim = base["coords"], base["dim"]
     if coords.xy is None:
         if inspected:
@@ -246,8 +251,15 @@ def decision_map(run: Run, base: dict, threshold: float, inspected: list[dict]) 
         st.info(f"Showing {len(rows):,} of {len(base['test']):,} test points (stratified by class).")
     stars = star_traces([r for r in inspected if r.get("score") is not None])
     extra = decision_region_traces(base, threshold) + stars
-    fig = scatter_figure(run, coords, rows, "decision", pred=pred, height=520, extra=extra)
-    st.plotly_chart(fig, key="anomaly_map", width="stretch")
+    fig = scatter_figure(run, coords, rows, "decision", pred=pred, height=520, extra=extra, dragmode=None)
+    event = st.plotly_chart(
+        fig,
+        key="anomaly_map",
+        on_select="rerun",
+        selection_mode=("points", "box", "lasso") if coords.xy.shape[1] == 2 else ("points",),
+        width="stretch",
+        config=GL_CONFIG,
+    )
     if dim == 2:
         st.caption("Green arc: the directions an image would be called normal in (exact on a 0.5° grid).")
     elif dim == 3:
@@ -257,6 +269,8 @@ def decision_map(run: Run, base: dict, threshold: float, inspected: list[dict]) 
         )
     elif stars:
         st.caption("Stars: approximate placement (near their nearest training images on the projection).")
+    selected = selected_rows(event)
+    selection_details(run, coords.xy, selected, MAP_NEIGHBOURS, "anomaly_map_dl", threshold)
 
 
 def inspected_rows(run: Run, inspected: list[dict], threshold: float) -> None:

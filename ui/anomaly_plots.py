@@ -12,7 +12,9 @@ NORMAL_COLOUR = "#4c78a8"
 ANOMALY_COLOUR = "#e45756"
 LAYOUT = {
     "height": 320,
-    "margin": {"l": 10, "r": 10, "t": 40, "b": 10},
+    # Room for the tick labels, the axis titles and the legend below from the first draw: plotly
+    # draws a figure twice when its margins have to grow, and a slider move redraws three of them.
+    "margin": {"l": 76, "r": 18, "t": 40, "b": 125},
     "legend": {"orientation": "h", "y": -0.3},
 }
 OPERATING_POINT = {

@@ -216,7 +216,7 @@ def scatter_figure(
     traces += extra or []
     layout: dict = {
         "height": height,
-        "margin": {"l": 10, "r": 10, "t": 30, "b": 10},
+        "margin": first_draw_margins(traces, titled=coords.kind in ("pca", "umap")),
         "legend": {"itemsizing": "constant"},
         "uirevision": run.name,
     }
@@ -231,6 +231,19 @@ def scatter_figure(
     else:
         layout["scene"] = {"aspectmode": "data"}
     return RawFigure(traces, layout)
+
+
+def first_draw_margins(traces: list[dict], titled: bool) -> dict:
+    """Margins that already hold the legend (at the right) and the tick labels. Plotly grows a
+    margin that something pushes past, and then draws the whole figure a second time, which a
+    redraw of 10,000 WebGL points cannot afford; a legend name longer than this guess still fits
+    (at that cost)."""
+    names = [str(t.get("name", "")) for t in traces if t.get("showlegend", True) and t.get("name")]
+    right = 70 + 5 * max((len(n) for n in names), default=0)
+    if any(t.get("marker", {}).get("showscale") for t in traces):
+        right += 80  # the colour bar stands between the plot and the legend
+    low = 60 if titled else 40
+    return {"l": low, "r": right, "t": 30, "b": low}
 
 
 def selected_rows(event: Any) -> list[int]:

@@ -29,6 +29,12 @@ PALETTE = [
     "#3182bd",
 ]
 
+# st.plotly_chart config of the WebGL figures (scattergl). Streamlit remounts a chart whenever its spec
+# changes, so plotly creates its WebGL contexts anew on every widget change; at plotly's default GL
+# pixel ratio of 2 they hold four times the pixels of the canvas, which software rendering (no GPU,
+# headless Chromium) pays for on every rerun. One GL pixel per CSS pixel halves a redraw there.
+GL_CONFIG = {"plotGlPixelRatio": 1}
+
 
 class RawFigure(go.Figure):
     """A plotly figure given as a plain JSON-able spec, handed to st.plotly_chart as is.

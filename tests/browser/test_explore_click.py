@@ -1,12 +1,13 @@
-"""Explore in Chromium: clicking one point of the shipped 2-D L2-softmax demo run tells its story
-(file, class, split, score, decision) and shows its nearest neighbours as thumbnails with distances.
-Screenshot: test-artifacts/explore-click.png."""
+"""Explore and Anomaly in Chromium: clicking one point of the shipped 2-D L2-softmax demo run's
+embedding plot tells its story (file, class, split, score, decision) and shows its nearest neighbours
+as thumbnails with distances. Screenshots: test-artifacts/explore-click.png, anomaly-click.png."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page
 
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
@@ -14,15 +15,18 @@ from . import REPO_ROOT, shot, wait_for_app, wait_for_text
 DEMO_RUN = "demo-l2softmax-2d"
 PAGE_TIMEOUT_MS = 120_000
 
-# Page coordinates of one drawn point of the first scattergl trace, from plotly's own axes.
-POINT_XY_JS = """() => {
-  const gd = document.querySelector('[data-testid="stPlotlyChart"] .js-plotly-plot');
+# The first plot holding WebGL points (the embedding plot; Anomaly draws histograms before it).
+SCATTER_PLOT_JS = """Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+  .find(gd => gd._fullData && gd._fullData.some(t => t.type === 'scattergl'))"""
+# Page coordinates of one drawn point of its first scattergl trace, from plotly's own axes.
+POINT_XY_JS = f"""() => {{
+  const gd = {SCATTER_PLOT_JS};
   const trace = gd._fullData.find(t => t.type === 'scattergl' && t.x && t.x.length > 20);
   const i = Math.floor(trace.x.length / 2);
   const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
   const box = gd.getBoundingClientRect();
-  return {x: box.left + xa._offset + xa.l2p(trace.x[i]), y: box.top + ya._offset + ya.l2p(trace.y[i])};
-}"""
+  return {{x: box.left + xa._offset + xa.l2p(trace.x[i]), y: box.top + ya._offset + ya.l2p(trace.y[i])}};
+}}"""
 
 
 def copy_demo_run(root: Path, name: str = DEMO_RUN) -> Path:
@@ -34,24 +38,22 @@ def copy_demo_run(root: Path, name: str = DEMO_RUN) -> Path:
 
 def click_a_point(page: Page) -> None:
     page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for(timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_function(
-        "() => { const gd = document.querySelector('[data-testid=\"stPlotlyChart\"] .js-plotly-plot');"
-        " return gd && gd._fullLayout && gd._fullData && gd._fullData.some(t => t.type === 'scattergl'); }",
-        timeout=PAGE_TIMEOUT_MS,
-    )
+    page.wait_for_function(f"() => !!({SCATTER_PLOT_JS})", timeout=PAGE_TIMEOUT_MS)
+    page.evaluate(f"() => ({SCATTER_PLOT_JS}).scrollIntoView({{block: 'center'}})")
     page.wait_for_timeout(1000)  # the WebGL layer paints
     xy = page.evaluate(POINT_XY_JS)
     page.mouse.click(xy["x"], xy["y"])
 
 
+@pytest.mark.parametrize("page_name", ["Explore", "Anomaly"])
 def test_clicking_a_point_shows_its_neighbours(
-    streamlit_server: str, hse_checkpoints: Path, browser_page: Page
+    streamlit_server: str, hse_checkpoints: Path, browser_page: Page, page_name: str
 ) -> None:
     copy_demo_run(hse_checkpoints)
     page = browser_page
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{streamlit_server}/Explore?run={DEMO_RUN}", wait_until="domcontentloaded")
+    page.goto(f"{streamlit_server}/{page_name}?run={DEMO_RUN}", wait_until="domcontentloaded")
     wait_for_text(page, "Click a point", timeout=PAGE_TIMEOUT_MS)
     wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
     click_a_point(page)
@@ -67,6 +69,6 @@ def test_clicking_a_point_shows_its_neighbours(
     assert sum(c.count("·") == 2 for c in captions) >= 8, captions
     page.set_viewport_size({"width": 1400, "height": 2200})  # Streamlit scrolls in its own container
     page.wait_for_timeout(1500)
-    shot(page, "explore-click")
+    shot(page, f"{page_name.lower()}-click")
     assert page.locator('[data-testid="stException"]').count() == 0
     assert not errors, errors
