@@ -176,16 +176,18 @@ def texture_pair_set(
     )
 
 
-def write_mvtec(dataset: InspectionSet, root: Path) -> Path:
-    """Write the set as PNGs in MVTec layout: root/<name>/train/good, test/good, test/<kind>."""
+def write_mvtec(dataset: InspectionSet, root: Path, suffix: str = ".png") -> Path:
+    """Write the set in MVTec layout: root/<name>/train/good, test/good, test/<kind>; PNGs, or JPEGs
+    (quality 90, a quarter of the bytes) with `suffix=".jpg"`."""
     from PIL import Image
 
     base = Path(root) / dataset.name
+    options = {"quality": 90} if suffix.lower() in (".jpg", ".jpeg") else {}
 
     def save(img: np.ndarray, folder: Path, i: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+        Image.fromarray(pixels).save(folder / f"{i:04d}{suffix}", **options)
 
     for i, img in enumerate(dataset.train):
         save(img, base / "train" / "good", i)
