@@ -122,7 +122,7 @@ def test_train_metric_and_patch_runs_then_inspect_a_defect(
         cfg = configs[method]
         assert (cfg["method"], cfg["arch"], cfg["pretrained"]) == (method, "efficientnet-lite0", True), cfg
         assert summaries[method]["anomaly_auroc"] is not None, summaries[method]
-    assert configs["metric"]["loss"] == "l2softmax" and summaries["metric"]["loss"] == "l2softmax"
+    assert (configs["metric"]["loss"], configs["metric"]["dim"]) == ("l2softmax", 64)  # the suggested dim
     assert summaries["patch"]["epochs"] == 0 and (patch_dir / "method.npz").is_file()
 
     # 3. the Anomaly page: AUROC of both; the slider moves the decisions of the L2-softmax run
