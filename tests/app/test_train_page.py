@@ -120,6 +120,9 @@ def test_one_class_photos_open_on_patch_and_metric_keeps_the_suggested_dim(check
     _ok(at)
     assert at.radio(key="method").value == "patch"
     assert at.radio(key="dim").disabled and at.radio(key="dim").value == 64
+    # what core.data adds for one class of photos: natural photographs, not MNIST digits
+    (note,) = [c.value for c in at.caption if c.value.startswith("Only one normal class")]
+    assert "natural photographs" in note and "MNIST" not in note
     at.radio(key="method").set_value("metric").run()
     _ok(at)
     assert not at.radio(key="dim").disabled and at.radio(key="dim").value == 64
