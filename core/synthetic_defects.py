@@ -122,14 +122,19 @@ def make_inspection_set(
     size: int = 64,
     kinds: tuple[str, ...] = DEFECT_KINDS,
     seed: int = 0,
+    disjoint: bool = True,
 ) -> InspectionSet:
-    """Crops of one photograph; test defects cycle through `kinds`. Left half of the photo gives the
-    training crops and the right half the test crops, so no test image repeats a training one."""
+    """Crops of one photograph; test defects cycle through `kinds`. With `disjoint` the left half of
+    the photo gives the training crops and the right half the test crops, so no test image repeats a
+    training one (the halves of a photograph can differ, e.g. in perspective, which good test crops
+    then show as a shift). `disjoint=False` cuts both from the whole photograph: crops may overlap,
+    and good test crops look like the training ones, as good parts of one production line do."""
     rng = np.random.default_rng(seed)
     photo = load_photo(photo_name)
     half = photo.shape[1] // 2
-    train = random_crops(photo[:, :half], n_train, size, rng)
-    test = random_crops(photo[:, half:], n_test_good + n_test_defect, size, rng)
+    train_area, test_area = (photo[:, :half], photo[:, half:]) if disjoint else (photo, photo)
+    train = random_crops(train_area, n_train, size, rng)
+    test = random_crops(test_area, n_test_good + n_test_defect, size, rng)
     masks = np.zeros((len(test), size, size), dtype=bool)
     test_kind = ["good"] * n_test_good
     for i in range(n_test_defect):

@@ -3,9 +3,11 @@
     .venv/bin/python scripts/make_demo_patch_run.py [--photo brick]
 
 1. Cuts an MVTec-layout set from scikit-image's real ``brick`` photograph (core.synthetic_defects):
-   30 good training crops of 128 px from the photograph's left half; 8 good and 10 defect test crops
-   (scratch, spot, crack, rust stain, missing piece) from its right half. They are stored as JPEGs
-   inside the run, under ``images/``, so its galleries show them on a fresh clone.
+   40 good training crops of 128 px; 8 good and 10 defect test crops (scratch, spot, crack, rust
+   stain, missing piece), all from the whole photograph (``disjoint=False``: the photograph's two
+   halves differ in perspective, and good crops of one half would all score as anomalies against a
+   memory bank of the other). They are stored as JPEGs inside the run, under ``images/``, so its
+   galleries show them on a fresh clone.
 2. Trains ``python -m core.train --method patch --patch-bank 600`` on it: a PatchCore memory bank of
    600 pretrained EfficientNet-Lite0 patch features (about 0.4 MB) instead of the default 5,000.
 3. Stores the images' paths relative to the repository root (the app runs from there), not as this
@@ -31,7 +33,7 @@ from core.fsutil import write_npz  # noqa: E402
 from core.rundir import EMBEDDINGS_FILE  # noqa: E402
 from core.synthetic_defects import make_inspection_set, write_mvtec  # noqa: E402
 
-N_TRAIN, N_TEST_GOOD, N_TEST_DEFECT = 30, 8, 10
+N_TRAIN, N_TEST_GOOD, N_TEST_DEFECT = 40, 8, 10
 CROP_SIDE = 128
 PATCH_BANK = 600
 SEED = 0
@@ -53,7 +55,9 @@ def relative_sources(run_dir: Path, repo: Path = REPO) -> int:
 def build(photo: str, run_dir: Path) -> Path:
     """The demo run of ``photo`` in ``run_dir`` (replaced); returns the run directory."""
     shutil.rmtree(run_dir, ignore_errors=True)
-    dataset = make_inspection_set(photo, N_TRAIN, N_TEST_GOOD, N_TEST_DEFECT, size=CROP_SIDE, seed=SEED)
+    dataset = make_inspection_set(
+        photo, N_TRAIN, N_TEST_GOOD, N_TEST_DEFECT, size=CROP_SIDE, seed=SEED, disjoint=False
+    )
     images = write_mvtec(dataset, run_dir / "images", suffix=".jpg")
     cmd = [sys.executable, "-m", "core.train", "--data", str(images.relative_to(REPO)),
            "--method", "patch", "--patch-bank", str(PATCH_BANK), "--seed", str(SEED),
