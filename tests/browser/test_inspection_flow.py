@@ -87,6 +87,7 @@ def _defect_map_plot(page: Page) -> dict:
     return plot.first.evaluate(
         """el => ({
             traces: el.data.map(t => t.type),
+            zmax: Math.max(...el.data[0].z.flat()),
             images: (el.layout.images || []).length,
             colorbar: el.querySelector('.colorbar') !== null,
             colorbarTitle: (el.querySelector('.colorbar .cbtitle') || {}).textContent || '',
@@ -153,5 +154,8 @@ def test_train_metric_and_patch_runs_then_inspect_a_defect(
     figure = _defect_map_plot(page)
     assert figure["traces"] == ["heatmap"] and figure["images"] == 1, figure
     assert figure["colorbar"] and "threshold" in figure["colorbarTitle"], figure
+    # the map is drawn in multiples of the threshold (not in score units): near or above 1 at the defect,
+    # at most score / threshold (the score is the largest patch distance; the map is smoothed)
+    assert 0.5 < figure["zmax"] <= 1.01 * float(score) / float(threshold), (figure["zmax"], score, threshold)
     page.wait_for_timeout(1000)
     shot(page, "inspection-4-defect-map", full_page=False)
