@@ -81,6 +81,8 @@ class TrainConfig:
         "(PatchCore-style patch memory bank, with defect maps)",
         choices=METHODS,
     )
+    # patch: the memory bank keeps 10 % of the good patches, at most this many (core.patchcore's default)
+    patch_bank: int = opt(5000, "patch: at most N patches in the memory bank (fewer: smaller, faster)")
     image_size: int | None = opt(None)
     augment: bool = opt(True)
     k: int = opt(DEFAULT_K, "neighbours for the anomaly score")
@@ -116,7 +118,7 @@ class TrainConfig:
                 raise ValueError(f"alpha must be positive, got {self.alpha}")
         if not DIM_RANGE[0] <= int(self.dim) <= DIM_RANGE[1]:
             raise ValueError(f"dim must be between {DIM_RANGE[0]} and {DIM_RANGE[1]}, got {self.dim}")
-        for name in ("epochs", "batch_size", "nproc"):
+        for name in ("epochs", "batch_size", "nproc", "patch_bank"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be at least 1")
         if self.mining not in MINING:

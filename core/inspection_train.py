@@ -18,6 +18,7 @@ from core.config import TrainConfig
 from core.evaluate import class_centroids, retrieval_metrics
 from core.inspection_run import training_free_arrays
 from core.methods import build_method
+from core.patchcore import PatchCoreConfig
 from core.rundir import SPLIT_TEST, SPLIT_TRAIN, SPLIT_VAL
 
 NO_ANOMALY_NOTE = (
@@ -88,8 +89,10 @@ def train_training_free(
 ) -> tuple[dict, dict[str, np.ndarray], float]:
     """Fit and score a knn/patch run, write its arrays; returns (metrics, embeddings arrays, seconds)."""
     t0 = time.time()
+    size = method_image_size(config)
+    patch_config = PatchCoreConfig(image_size=size, pretrained=config.pretrained, max_bank=config.patch_bank)
     method = build_method(
-        config.method, method_image_size(config), pretrained=config.pretrained, k=config.k, device=device
+        config.method, size, config.pretrained, config.k, device=device, patch_config=patch_config
     )
     writer.status(phase=f"building the {config.method} method (no training)", progress=0.1)
     arrays = training_free_arrays(

@@ -122,14 +122,19 @@ def make_inspection_set(
     size: int = 64,
     kinds: tuple[str, ...] = DEFECT_KINDS,
     seed: int = 0,
+    disjoint: bool = True,
 ) -> InspectionSet:
-    """Crops of one photograph; test defects cycle through `kinds`. Left half of the photo gives the
-    training crops and the right half the test crops, so no test image repeats a training one."""
+    """Crops of one photograph; test defects cycle through `kinds`. With `disjoint` the left half of
+    the photo gives the training crops and the right half the test crops, so no test image repeats a
+    training one (the halves of a photograph can differ, e.g. in perspective, which good test crops
+    then show as a shift). `disjoint=False` cuts both from the whole photograph: crops may overlap,
+    and good test crops look like the training ones, as good parts of one production line do."""
     rng = np.random.default_rng(seed)
     photo = load_photo(photo_name)
     half = photo.shape[1] // 2
-    train = random_crops(photo[:, :half], n_train, size, rng)
-    test = random_crops(photo[:, half:], n_test_good + n_test_defect, size, rng)
+    train_area, test_area = (photo[:, :half], photo[:, half:]) if disjoint else (photo, photo)
+    train = random_crops(train_area, n_train, size, rng)
+    test = random_crops(test_area, n_test_good + n_test_defect, size, rng)
     masks = np.zeros((len(test), size, size), dtype=bool)
     test_kind = ["good"] * n_test_good
     for i in range(n_test_defect):
@@ -176,16 +181,18 @@ def texture_pair_set(
     )
 
 
-def write_mvtec(dataset: InspectionSet, root: Path) -> Path:
-    """Write the set as PNGs in MVTec layout: root/<name>/train/good, test/good, test/<kind>."""
+def write_mvtec(dataset: InspectionSet, root: Path, suffix: str = ".png") -> Path:
+    """Write the set in MVTec layout: root/<name>/train/good, test/good, test/<kind>; PNGs, or JPEGs
+    (quality 90, a quarter of the bytes) with `suffix=".jpg"`."""
     from PIL import Image
 
     base = Path(root) / dataset.name
+    options = {"quality": 90} if suffix.lower() in (".jpg", ".jpeg") else {}
 
     def save(img: np.ndarray, folder: Path, i: int) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         pixels = (np.clip(img.transpose(1, 2, 0), 0, 1) * 255).round().astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{i:04d}.png")
+        Image.fromarray(pixels).save(folder / f"{i:04d}{suffix}", **options)
 
     for i, img in enumerate(dataset.train):
         save(img, base / "train" / "good", i)

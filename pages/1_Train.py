@@ -175,19 +175,19 @@ def training_section(choice: DataChoice, model: ModelChoice, knobs: LossChoice) 
     st.subheader("4 · Training")
     values = apply_defaults(choice)
     profile = choice.profile()
-    if model.trains_embedding:
-        dims = tuple(sorted(set(DIMS) | {int(values["dim"])}))
-        dim = st.radio(
-            "Embedding dimension",
-            dims,
-            key="dim",
-            horizontal=True,
-            format_func=lambda d: _dim_label(d, values),
-            help="Scores are best in 64-D; 2-D and 3-D are drawn directly on the circle or sphere "
-            "(Explore draws higher dimensions through their stored projections).",
-        )
-    else:
-        dim = values["dim"]
+    # always drawn (disabled when the method trains nothing), like Epochs: a widget left out of a
+    # rerun loses its state, and the suggested dimension would fall back to 2-D on switching back
+    dims = tuple(sorted(set(DIMS) | {int(values["dim"])}))
+    dim = st.radio(
+        "Embedding dimension",
+        dims,
+        key="dim",
+        horizontal=True,
+        format_func=lambda d: _dim_label(d, values),
+        disabled=not model.trains_embedding,
+        help="Scores are best in 64-D; 2-D and 3-D are drawn directly on the circle or sphere "
+        "(Explore draws higher dimensions through their stored projections).",
+    )
     c2, c3, c4, c5, c6 = st.columns([1, 1, 1.4, 1, 1])
     epochs = c2.number_input(
         "Epochs",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerates the small demo runs shipped in checkpoints/ (each under 2 MB), with the project's own CLI.
-# Usage: bash scripts/make_demo_checkpoints.sh   (about 5 minutes on 2 cores)
+# Usage: bash scripts/make_demo_checkpoints.sh   (about 6 minutes on 2 cores)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -16,4 +16,6 @@ if [ "${SKIP_SWEEP:-0}" != 1 ]; then
   $PY -m core.sweep "${common[@]}" --loss softmax,l2softmax --alphas 1,4,16,64,auto --dim 2 --seeds 0 \
       --projection none --out checkpoints/demo-sweep --root checkpoints/demo-sweep/runs
 fi
+# the patch (PatchCore) demo on defects drawn into scikit-image's brick photograph, images included
+$PY scripts/make_demo_patch_run.py --photo brick
 du -sh checkpoints/demo-*

@@ -5,11 +5,12 @@ driver (Playwright + Debian's /usr/bin/chromium):
 
 1. ``circle-softmax-vs-l2softmax.png``: Explore, softmax and L2-softmax (dim 2) side by side;
 2. ``anomaly-slider.png``: the Anomaly page's threshold slider, its meaning and the confusion matrix;
-3. ``inspected-image.png``: an uploaded image inspected on the Anomaly page: the held-out test digit
-   the demo run scores highest (the shipped demo runs are digits, so this is the digit analogue of an
-   inspected defect; a patch run's defect heatmap needs an inspection run, which is not shipped).
+3. ``inspected-defect.png``: a defect image uploaded to the Inspect panel of the shipped patch run
+   (``checkpoints/demo-patch-brick``, scripts/make_demo_patch_run.py): its verdict, score and defect
+   map. The image is a crop of scikit-image's brick photograph with a drawn rust stain, made here,
+   not one of the run's own images.
 
-The app runs against a temporary checkpoints folder holding copies of checkpoints/demo-*-2d. Each PNG
+The app runs against a temporary checkpoints folder holding copies of those demo runs. Each PNG
 is reduced to a 256-colour palette so that it stays under 300 KB."""
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ if str(REPO) not in sys.path:
 from scripts.app_server import start_app, stop_app  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
-DEMO_RUNS = ("demo-softmax-2d", "demo-l2softmax-2d")
+DEMO_RUNS = ("demo-softmax-2d", "demo-l2softmax-2d", "demo-patch-brick")
+PATCH_RUN = "demo-patch-brick"
 MAX_BYTES = 300_000
 WIDTH = 1400
 TIMEOUT_MS = 180_000
@@ -69,25 +71,23 @@ def save_small(png: bytes, path: Path, width: int = 1100) -> int:
     return size
 
 
-def clip_from(page, top_locator, height: int) -> dict:
+def clip_from(page, top_locator, height: int, margin: int = 12) -> dict:
     top_locator.evaluate("e => e.scrollIntoView({block: 'start'})")  # Streamlit scrolls its own container
     page.wait_for_timeout(1500)
     main = page.locator('[data-testid="stMain"]').bounding_box()
     top = top_locator.bounding_box()
-    return {"x": main["x"], "y": max(0, top["y"] - 12), "width": main["width"], "height": height}
+    return {"x": main["x"], "y": max(0, top["y"] - margin), "width": main["width"], "height": height}
 
 
-def caught_anomaly_png(run: str = "demo-l2softmax-2d") -> tuple[str, bytes]:
-    """The held-out test digit the demo run scores highest (the anomaly it is surest of), as a PNG."""
-    from core.data import load_thumbnail
+def defect_png(photo: str = "brick", kind: str = "stain", seed: int = 7) -> tuple[str, bytes]:
+    """A crop of the photograph's test half with one drawn defect (not one of the run's images)."""
+    from core.synthetic_defects import make_inspection_set
 
-    with np.load(REPO / "checkpoints" / run / "embeddings.npz", allow_pickle=False) as npz:
-        rows = np.flatnonzero(npz["anomaly"] & (npz["split"] == 2))
-        row = rows[int(np.argmax(npz["score"][rows]))]
-        source, digit = str(npz["source"][row]), str(npz["class_names"][npz["label"][row]])
+    dataset = make_inspection_set(photo, 1, 0, 1, size=128, kinds=(kind,), seed=seed)
+    pixels = (dataset.test[0].transpose(1, 2, 0) * 255).round().astype(np.uint8)
     buf = io.BytesIO()
-    Image.fromarray(load_thumbnail(source)).save(buf, format="PNG")
-    return f"digit-{digit}.png", buf.getvalue()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    return f"{photo}-{kind}.png", buf.getvalue()
 
 
 def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
@@ -123,16 +123,19 @@ def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
         path = out / "anomaly-slider.png"
         made.append((path, save_small(page.screenshot(clip=clip_from(page, slider, 900)), path)))
 
-        # 3. an uploaded image inspected: its score, decision and place on the circle
+        # 3. a defect inspected on the patch run: verdict, score and where the defect is
+        page.goto(f"{base}/Anomaly?run={PATCH_RUN}", wait_until="domcontentloaded")
+        page.get_by_text("Anomaly detection").first.wait_for()
+        settle(page)
         uploader = page.locator('[data-testid="stFileUploader"] input[type="file"]').first
-        name, png = caught_anomaly_png()
+        name, png = defect_png()
         uploader.set_input_files({"name": name, "mimeType": "image/png", "buffer": png})
-        page.get_by_text(name).first.wait_for()
+        page.locator(".gtitle", has_text="Defect map").first.wait_for()
         settle(page)
         page.wait_for_timeout(2500)
-        heading = page.get_by_role("heading", name="Inspect images")
-        path = out / "inspected-image.png"
-        made.append((path, save_small(page.screenshot(clip=clip_from(page, heading, 1100)), path)))
+        verdict = page.get_by_text(re.compile(r"^(anomaly|normal) · score")).first  # the card's first line
+        path = out / "inspected-defect.png"
+        made.append((path, save_small(page.screenshot(clip=clip_from(page, verdict, 640, margin=32)), path)))
         browser.close()
     return made
 

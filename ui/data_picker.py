@@ -160,9 +160,17 @@ def holdout_picker(choice: DataChoice, source: str) -> None:
             st.error("Keep at least one class for training.")
             choice.value = None
     if choice.value and choice.normal_classes == 1:
+        profile = choice.profile()
+        photos = choice.layout == "mvtec" or (profile is not None and profile.is_photo)
+        added = (  # core.data's reference="auto" rule: photographs for photos, digits otherwise
+            "crops of natural photographs shipped with scikit-image and scikit-learn (one class per "
+            "photograph) are added as reference classes"
+            if photos
+            else "the 10 bundled MNIST digits are added as reference classes"
+        )
         st.caption(
-            "Only one normal class: the 10 bundled MNIST digits are added as reference classes "
-            "so the classifier has something to separate it from."
+            f"Only one normal class: for the metric method, {added} so the classifier has something "
+            "to separate it from (knn and patch need none)."
         )
 
 

@@ -11,13 +11,15 @@ import re
 import numpy as np
 import streamlit as st
 from PIL import Image
+from plotly.colors import get_colorscale
 
 from core import views
 from core.runs import Run
 from ui.gallery import show_gallery, to_display
 from ui.plotly_spec import RawFigure
 
-MAP_COLOURSCALE = "Inferno"
+# plotly.js knows no "Inferno" by name (Python plotly does, and would accept it): send the stops
+MAP_COLOURSCALE = get_colorscale("Inferno")
 MAX_MAP_CELLS = 112  # a finer map only costs bytes: the overlay is ~300 px wide
 UPLOAD_PATH = re.compile(r"\S*uploads/[0-9a-f]{16,64}/")  # a stored upload's server folder
 OOD_NOTICE = (
@@ -109,9 +111,10 @@ def inspected_card(run: Run, row: dict, threshold: float, data: str) -> None:
                 OOD_NOTICE.format(score=row["score"], top=row["max_train_score"]), icon=":material/help:"
             )
         heatmap = row.get("heatmap")
-        if heatmap is not None:
+        if heatmap is not None:  # in the score's units; the figure draws it in the threshold's
+            in_thresholds = np.asarray(heatmap) / threshold if threshold > 0 else np.asarray(heatmap)
             b.plotly_chart(
-                defect_map_figure(row["image"], np.asarray(heatmap)),
+                defect_map_figure(row["image"], in_thresholds),
                 key=f"defect_map::{row.get('sha256', '')}::{row['file']}",
                 width="content",
             )

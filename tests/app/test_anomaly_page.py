@@ -293,7 +293,10 @@ def test_inspect_shows_out_of_distribution_and_defect_map(root_with_runs, app_te
     assert len(maps) == 1
     heat = maps[0]["data"][0]
     assert heat["type"] == "heatmap" and heat["colorbar"]["title"]["text"] == "× threshold"
-    assert np.max(heat["z"]) == pytest.approx(3.0, rel=1e-3)
+    # the row's map is in score units; the figure divides it by the slider's threshold
+    threshold = float(at.session_state[f"anomaly_thr::{RUN_2D}"])
+    assert np.max(heat["z"]) == pytest.approx(3.0 / threshold, rel=1e-3)
+    assert isinstance(heat["colorscale"], list)  # explicit stops: plotly.js has no named "Inferno"
     RawFigure(maps[0]["data"], maps[0]["layout"]).validated()
 
 

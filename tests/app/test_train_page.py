@@ -108,6 +108,26 @@ def test_defaults_come_from_the_data_and_2d_3d_are_one_click_away(checkpoints_ro
     assert "at once" not in captions and "one run trains at a time" in captions
 
 
+def test_one_class_photos_open_on_patch_and_metric_keeps_the_suggested_dim(checkpoints_root, app_test):
+    """A one-class MVTec upload suggests the patch method (no embedding, the dimension disabled);
+    switching to metric offers the suggested 64-D, not the first option (2-D)."""
+    at = _page(app_test)
+    at.radio(key="data_source").set_value("upload").run()
+    files = {f"part/train/good/{i}.png": _png(10 * i + 5, size=80, mode="RGB") for i in range(8)}
+    for kind in ("good", "dent"):
+        files |= {f"part/test/{kind}/{i}.png": _png(200 - i, size=80, mode="RGB") for i in range(3)}
+    at.file_uploader(key="upload").upload("parts.zip", _zip(files), "application/zip").run()
+    _ok(at)
+    assert at.radio(key="method").value == "patch"
+    assert at.radio(key="dim").disabled and at.radio(key="dim").value == 64
+    # what core.data adds for one class of photos: natural photographs, not MNIST digits
+    (note,) = [c.value for c in at.caption if c.value.startswith("Only one normal class")]
+    assert "natural photographs" in note and "MNIST" not in note
+    at.radio(key="method").set_value("metric").run()
+    _ok(at)
+    assert not at.radio(key="dim").disabled and at.radio(key="dim").value == 64
+
+
 def test_photo_upload_defaults_to_pretrained_backbone_at_224(checkpoints_root, app_test):
     at = _page(app_test)
     at.radio(key="data_source").set_value("upload").run()

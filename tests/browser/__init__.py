@@ -1,6 +1,8 @@
 """End-to-end tests of the Streamlit app in headless Chromium (Debian's /usr/bin/chromium).
 
-Helpers for test modules in this package (import with ``from . import shot, wait_for_text, wait_for_app``).
+Helpers for test modules in this package (import with ``from . import shot, wait_for_text, wait_for_app``);
+page-driving helpers shared by several test modules (settle, pick, confusion figures, the Train page's
+upload -> start -> wait) live in ``pagekit.py``.
 Fixtures (``streamlit_server``, ``hse_checkpoints``, ``browser``, ``browser_page``) live in conftest.py.
 """
 

@@ -27,101 +27,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import Locator, Page
+from playwright.sync_api import Page
 
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
+from .pagekit import (
+    PAGE_TIMEOUT_MS,
+    confusion,
+    metric,
+    no_exception,
+    pick,
+    settle,
+    settled_confusion,
+    tall_shot,
+    wait_confusion_change,
+)
 
 DEMO_TIMEOUT_S = 15 * 60  # two training runs, queued, on 2 shared CPU cores
-PAGE_TIMEOUT_MS = 120_000
-CONFUSION = ("TP", "FP", "TN", "FN")
 
 
 # ----------------------------------------------------------------------------------------- helpers
-
-
-def _no_exception(page: Page, where: str) -> None:
-    boxes = page.locator('[data-testid="stException"]')
-    if boxes.count():
-        raise AssertionError(f"{where}: Streamlit exception on screen: {boxes.first.inner_text()[:500]}")
-
-
-def _settle(page: Page, timeout_ms: float = PAGE_TIMEOUT_MS) -> None:
-    """Let a rerun start (if one is coming) and wait until the script has finished."""
-    page.wait_for_timeout(300)
-    wait_for_app(page, timeout=timeout_ms)
-
-
-def _tall_shot(page: Page, name: str, height: int = 2400) -> Path:
-    """Streamlit scrolls inside its own container: a tall viewport puts the whole page in the shot."""
-    size = page.viewport_size
-    page.set_viewport_size({"width": 1400, "height": height})
-    page.wait_for_timeout(1500)  # plotly relayouts, WebGL scatters paint
-    try:
-        return shot(page, name)
-    finally:
-        if size:
-            page.set_viewport_size(size)
-
-
-def _pick(page: Page, label: str, option_text: str) -> None:
-    """Choose the option containing ``option_text`` in the st.selectbox labelled ``label``.
-
-    Streamlit's selectbox is a react-aria combobox: the value is the input's value, the options open
-    with the "Open" button."""
-    box = page.locator('[data-testid="stSelectbox"]').filter(
-        has=page.locator('[data-testid="stWidgetLabel"]', has_text=re.compile(rf"^{re.escape(label)}$"))
-    )
-    box.first.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
-    combo = box.first.get_by_role("combobox")
-    if option_text not in combo.input_value():
-        box.first.get_by_role("button", name="Open").click()
-        page.get_by_role("option").filter(has_text=option_text).first.click()
-        deadline = time.monotonic() + 30
-        while option_text not in combo.input_value():
-            assert time.monotonic() < deadline, f"{label}: {option_text} was not selected"
-            page.wait_for_timeout(200)
-    _settle(page)
-    assert option_text in combo.input_value()
-
-
-def _metric(page: Page, label: str) -> Locator:
-    return page.locator('[data-testid="stMetric"]').filter(
-        has=page.locator('[data-testid="stMetricLabel"]', has_text=re.compile(rf"^\s*{re.escape(label)}\s*$"))
-    )
-
-
-def _confusion(page: Page) -> dict[str, int]:
-    out = {}
-    for name in CONFUSION:
-        text = _metric(page, name).first.locator('[data-testid="stMetricValue"]').inner_text(timeout=30_000)
-        out[name] = int(text.strip().replace(",", ""))
-    return out
-
-
-def _wait_confusion_change(page: Page, before: dict[str, int], timeout_s: float = 120) -> dict[str, int]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
-        now = _confusion(page)
-        if now != before:
-            return _settled_confusion(page)
-        if time.monotonic() > deadline:
-            return now
-        page.wait_for_timeout(500)
-
-
-def _settled_confusion(page: Page, timeout_s: float = 120) -> dict[str, int]:
-    """The confusion figures once the threshold fragment has finished redrawing: a fragment rerun
-    replaces the four metrics one after the other, so two equal reads in a row are required."""
-    deadline = time.monotonic() + timeout_s
-    last = None
-    while True:
-        wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
-        now = _confusion(page)
-        if now == last or time.monotonic() > deadline:
-            return now
-        last = now
-        page.wait_for_timeout(500)
 
 
 def _digit_png(index: int = 0) -> bytes:
@@ -186,7 +110,7 @@ def _step1_quick_demo(page: Page, base: str, root: Path) -> str:
         assert time.monotonic() < deadline, "Quick demo did not submit two runs"
         page.wait_for_timeout(500)
     new = {k: v for k, v in _demo_states(root).items() if k not in before}
-    _no_exception(page, "Home after Quick demo")
+    no_exception(page, "Home after Quick demo")
     # the progress monitor shows both runs while they train
     for run_id in new:
         wait_for_text(page, run_id, timeout=PAGE_TIMEOUT_MS)
@@ -206,8 +130,8 @@ def _step1_quick_demo(page: Page, base: str, root: Path) -> str:
     assert set(states.values()) == {"completed"}, states
     link = page.get_by_role("link", name=re.compile("Open them on the Explore page"))
     link.wait_for(state="visible", timeout=30_000)
-    _settle(page)
-    _no_exception(page, "Home, demo done")
+    settle(page)
+    no_exception(page, "Home, demo done")
     # both runs in the progress monitor, done, with their progress bars full
     for run_id in new:
         wait_for_text(page, run_id, timeout=30_000)
@@ -228,10 +152,10 @@ def _step2_explore(page: Page, l2_run: str) -> None:
 
 def _check_explore(page: Page, l2_run: str) -> None:
     wait_for_text(page, "Explore embeddings", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-    _pick(page, "Run", l2_run)
+    settle(page)
+    pick(page, "Run", l2_run)
     wait_for_text(page, "l2softmax, α=16, dim 2", timeout=PAGE_TIMEOUT_MS)
-    _no_exception(page, "Explore")
+    no_exception(page, "Explore")
 
     chart = page.locator('[data-testid="stPlotlyChart"]').filter(
         has=page.locator(".legendtext", has_text="circle r=16")
@@ -249,18 +173,18 @@ def _check_explore(page: Page, l2_run: str) -> None:
     # the samples (WebGL) and the class weight rays are there too
     assert chart.first.locator("canvas").count() >= 1
     assert chart.first.locator(".legendtext", has_text="class weights").count() == 1
-    _tall_shot(page, "journey-2-explore", height=1900)
-    _no_exception(page, "Explore, after drawing")
+    tall_shot(page, "journey-2-explore", height=1900)
+    no_exception(page, "Explore, after drawing")
 
 
 def _step3_anomaly_slider(page: Page, base: str, l2_run: str) -> None:
     page.goto(f"{base}/Anomaly", wait_until="domcontentloaded")
     wait_for_text(page, "Anomaly detection", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-    _pick(page, "Run", l2_run)
-    _metric(page, "TP").first.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
-    _no_exception(page, "Anomaly")
-    before = _confusion(page)
+    settle(page)
+    pick(page, "Run", l2_run)
+    metric(page, "TP").first.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
+    no_exception(page, "Anomaly")
+    before = confusion(page)
     total = sum(before.values())
     assert total > 0, before
 
@@ -277,8 +201,8 @@ def _step3_anomaly_slider(page: Page, base: str, l2_run: str) -> None:
         arg=[slider.first.element_handle(), vmax],
         timeout=30_000,
     )
-    after = _wait_confusion_change(page, before)
-    _no_exception(page, "Anomaly after moving the slider")
+    after = wait_confusion_change(page, before)
+    no_exception(page, "Anomaly after moving the slider")
     assert v0 < vmax, (v0, vmax)
     assert after != before, f"moving the threshold slider left the confusion matrix at {before}"
     assert sum(after.values()) == total, (before, after)
@@ -292,12 +216,12 @@ def _step3_anomaly_slider(page: Page, base: str, l2_run: str) -> None:
     slider.first.focus()
     for _ in range(3):
         slider.first.press("PageDown")
-    _settle(page)
-    moved = _settled_confusion(page)
+    settle(page)
+    moved = settled_confusion(page)
     assert sum(moved.values()) == total
     assert float(slider.first.input_value()) < vmax
     page.locator('[data-testid="stMetric"]').first.scroll_into_view_if_needed()
-    _tall_shot(page, "journey-3-anomaly", height=1400)
+    tall_shot(page, "journey-3-anomaly", height=1400)
     print(f"\nconfusion at the run's threshold: {before}; slider at the top: {after}; then: {moved}")
 
 
@@ -305,7 +229,7 @@ def _step4_inspect(page: Page, tmp_path: Path) -> None:
     # back to a useful operating point through a suggestion button (it sets the slider)
     p99 = page.get_by_role("button", name=re.compile(r"^p99 of normal val"))
     p99.click()
-    _settle(page)
+    settle(page)
     png = tmp_path / "digit-0.png"
     png.write_bytes(_digit_png())
     uploader = page.locator('[data-testid="stFileUploader"]').filter(has_text="Upload images to score")
@@ -313,8 +237,8 @@ def _step4_inspect(page: Page, tmp_path: Path) -> None:
     verdict = re.compile(r"(normal|anomaly) · score ([0-9.eE+-]+) \(threshold ([0-9.eE+-]+)\)")
     line = page.get_by_text(verdict).first
     line.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-    _no_exception(page, "Anomaly, inspect images")
+    settle(page)
+    no_exception(page, "Anomaly, inspect images")
     m = verdict.search(line.inner_text())
     assert m, line.inner_text()
     score, thr = float(m.group(2)), float(m.group(3))
@@ -339,19 +263,19 @@ def _step5_hostile_zip(page: Page, base: str, tmp_path: Path) -> None:
 
     page.goto(f"{base}/Train", wait_until="domcontentloaded")
     wait_for_text(page, "Pick the data", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
+    settle(page)
     page.get_by_text("Upload (ZIP or images)").click()
-    _settle(page)
+    settle(page)
     uploader = page.locator('[data-testid="stFileUploader"]').first
     uploader.locator('input[type="file"]').set_input_files(str(zpath))
     err = page.locator('[data-testid="stAlertContentError"]').filter(has_text="zip slip")
     err.first.wait_for(state="visible", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
+    settle(page)
     text = err.first.inner_text().strip()
     assert text.startswith("Upload refused:") and "points outside the archive (zip slip)" in text, text
     assert "\n" not in text, f"the error is not one line: {text!r}"
     assert "Traceback" not in page.locator("body").inner_text()
-    _no_exception(page, "Train, hostile upload")
+    no_exception(page, "Train, hostile upload")
     # nothing landed outside the upload folder, and the archive was refused as a whole
     uploads = REPO_ROOT / "data" / "uploads"
     for where in (REPO_ROOT, REPO_ROOT / "data", uploads, REPO_ROOT.parent):

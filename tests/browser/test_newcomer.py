@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import time
 import zipfile
 from pathlib import Path
 
@@ -19,34 +18,31 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
-from . import ARTIFACTS, shot, wait_for_app, wait_for_text
+from . import ARTIFACTS, shot, wait_for_text
+from .pagekit import (
+    PAGE_TIMEOUT_MS,
+    TRAIN_TIMEOUT_S,
+    mvtec_zip,
+    no_exception,
+    settle,
+    start_and_wait,
+    upload_training_zip,
+)
 
-PAGE_TIMEOUT_MS = 120_000
-TRAIN_TIMEOUT_S = 20 * 60  # 2 shared CPU cores
 DIGIT_SIDE = 32  # sklearn's 8x8 digits, upscaled to a small-photo size
 HELD_OUT = ("6", "7", "8", "9")
-
-
-def _settle(page: Page) -> None:
-    page.wait_for_timeout(300)
-    wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
-
-
-def _no_exception(page: Page, where: str) -> None:
-    boxes = page.locator('[data-testid="stException"]')
-    assert not boxes.count(), f"{where}: {boxes.first.inner_text()[:400]}"
 
 
 def test_tour_walks_its_five_steps(streamlit_server: str, browser_page: Page) -> None:
     page = browser_page
     page.goto(f"{streamlit_server}/Tour", wait_until="domcontentloaded")
     wait_for_text(page, "Step 1 of 5", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
+    settle(page)
     for step in range(2, 6):
         page.get_by_role("button", name="Next →").click()
         wait_for_text(page, f"Step {step} of 5", timeout=PAGE_TIMEOUT_MS)
-        _settle(page)
-        _no_exception(page, f"Tour step {step}")
+        settle(page)
+        no_exception(page, f"Tour step {step}")
         shot(page, f"newcomer-tour-{step}")
     assert page.get_by_role("button", name="Next →").is_disabled()
 
@@ -59,7 +55,7 @@ def test_enter_in_a_sweep_field_starts_nothing(
     before = sorted(p.name for p in sweeps.iterdir()) if sweeps.exists() else []
     page.goto(f"{streamlit_server}/Compare", wait_until="domcontentloaded")
     wait_for_text(page, "Launch a new sweep", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
+    settle(page)
     launch = page.get_by_text("Launch a new sweep")
     if not page.get_by_role("textbox", name="Seeds").is_visible():
         launch.click()
@@ -67,14 +63,14 @@ def test_enter_in_a_sweep_field_starts_nothing(
         field = page.get_by_role("textbox", name=label)
         field.fill(value)
         field.press("Enter")
-        _settle(page)
+        settle(page)
     page.wait_for_timeout(2000)  # a sweep process would have written its folder by now
     after = sorted(p.name for p in sweeps.iterdir()) if sweeps.exists() else []
     assert after == before, f"Enter started a sweep: {set(after) - set(before)}"
     assert page.get_by_role("button", name=re.compile("Start sweep")).count() == 0
     # Review shows the size and the time before anything can start
     page.get_by_role("button", name="Review sweep").click()
-    _settle(page)
+    settle(page)
     wait_for_text(page, "3 runs", timeout=PAGE_TIMEOUT_MS)  # L2-softmax at 2 α values, softmax, 1 seed
     assert page.get_by_role("button", name=re.compile(r"Start sweep \(\d+ runs\)")).count() == 1
     shot(page, "newcomer-sweep-enter")
@@ -100,32 +96,6 @@ def digits_zip() -> bytes:
     return buf.getvalue()
 
 
-def mvtec_zip(tmp: Path) -> bytes:
-    """One-class MVTec layout cut from scikit-image's real 'grass' photograph, with drawn defects."""
-    from core.synthetic_defects import make_inspection_set, write_mvtec
-
-    dataset = make_inspection_set("grass", n_train=40, n_test_good=10, n_test_defect=10, size=64, seed=0)
-    root = write_mvtec(dataset, tmp / "mvtec")
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as zf:
-        for f in sorted(root.rglob("*.png")):
-            zf.write(f, f.relative_to(root.parent).as_posix())
-    return buf.getvalue()
-
-
-def _upload(page: Page, base: str, name: str, data: bytes) -> None:
-    page.goto(f"{base}/Train", wait_until="domcontentloaded")
-    wait_for_text(page, "1 · Data", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-    page.get_by_text("Upload (ZIP or images)").click()
-    _settle(page)
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(
-        {"name": name, "mimeType": "application/zip", "buffer": data}
-    )
-    wait_for_text(page, f"Defaults for {name}", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
-
-
 def _hold_out(page: Page, classes: tuple[str, ...]) -> None:
     box = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Held-out classes")
     for c in classes:
@@ -133,32 +103,15 @@ def _hold_out(page: Page, classes: tuple[str, ...]) -> None:
         field.click()
         field.press_sequentially(c)
         field.press("Enter")
-        _settle(page)
+        settle(page)
     page.keyboard.press("Escape")
     chosen = box.inner_text()
     assert all(c in chosen for c in classes), chosen
 
 
-def _start_and_wait(page: Page, root: Path) -> tuple[Path, dict]:
-    before = {p.name for p in root.iterdir()}
-    page.get_by_role("button", name="Start training").click()
-    wait_for_text(page, "Queued run", timeout=PAGE_TIMEOUT_MS)
-    (run_id,) = [p.name for p in root.iterdir() if p.name not in before and not p.name.startswith(".")]
-    run_dir = root / run_id
-    deadline = time.monotonic() + TRAIN_TIMEOUT_S
-    while True:
-        status = json.loads((run_dir / "status.json").read_text())
-        if status.get("state") in ("completed", "failed", "cancelled"):
-            break
-        assert time.monotonic() < deadline, f"{run_id} not done after {TRAIN_TIMEOUT_S} s: {status}"
-        time.sleep(3)
-    assert status["state"] == "completed", (run_dir / "log.txt").read_text()[-2000:]
-    return run_dir, json.loads((run_dir / "summary.json").read_text())
-
-
 def _recent_runs_shot(page: Page, name: str) -> None:
     recent = wait_for_text(page, "Recent runs", timeout=PAGE_TIMEOUT_MS)
-    _settle(page)
+    settle(page)
     recent.evaluate("e => e.scrollIntoView({block: 'start'})")  # Streamlit scrolls its own container
     page.wait_for_timeout(1000)
     shot(page, name, full_page=False)
@@ -171,9 +124,9 @@ def test_digit_zip_with_the_page_defaults_reaches_auroc_0_9(
     from core.defaults import DataProfile, suggested_settings
 
     page = browser_page
-    _upload(page, streamlit_server, "digits.zip", digits_zip())
+    upload_training_zip(page, streamlit_server, "digits.zip", digits_zip())
     _hold_out(page, HELD_OUT)
-    run_dir, summary = _start_and_wait(page, hse_checkpoints)
+    run_dir, summary = start_and_wait(page, hse_checkpoints)
     config = json.loads((run_dir / "config.json").read_text())
     assert config["holdout_classes"] == list(HELD_OUT)
     from sklearn.datasets import load_digits
@@ -193,9 +146,9 @@ def test_mvtec_zip_from_a_photo_trains_with_the_page_defaults(
     streamlit_server: str, hse_checkpoints: Path, browser_page: Page, tmp_path: Path
 ) -> None:
     page = browser_page
-    _upload(page, streamlit_server, "grass.zip", mvtec_zip(tmp_path))
+    upload_training_zip(page, streamlit_server, "grass.zip", mvtec_zip(tmp_path))
     wait_for_text(page, "EfficientNet-Lite0", timeout=PAGE_TIMEOUT_MS)
-    run_dir, summary = _start_and_wait(page, hse_checkpoints)
+    run_dir, summary = start_and_wait(page, hse_checkpoints)
     config = json.loads((run_dir / "config.json").read_text())
     assert (config["dim"], config["image_size"], config["pretrained"]) == (64, 224, True)
     (ARTIFACTS / "newcomer-mvtec-summary.json").write_text(json.dumps(summary, indent=1))
