@@ -12,6 +12,7 @@ and how to list them. Loading a run's arrays stays in ``core.runs`` (``RunEntry.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -95,6 +96,11 @@ class RunEntry:
     @property
     def loss(self) -> str:
         return str(self.summary.get("loss") or self.config.get("loss") or "")
+
+    @property
+    def method(self) -> str:
+        """How the run scores images: "metric" (a trained embedding), "knn" or "patch"."""
+        return str(self.summary.get("method") or self.config.get("method") or "metric")
 
     @property
     def data_label(self) -> str:
@@ -205,8 +211,10 @@ def health(entry: RunEntry | str | Path) -> list[HealthWarning]:
         return []
 
 
-def default_entry(entries: list[RunEntry]) -> RunEntry:
+def default_entry(entries: list[RunEntry], prefer: Callable[[RunEntry], bool] | None = None) -> RunEntry:
     """The run to open when the user has chosen none: the newest non-sweep run with the fewest health
-    warnings (entries are newest first), else the newest run."""
+    warnings (entries are newest first), among those ``prefer`` accepts if any, else the newest run."""
     own = [e for e in entries if not is_sweep_run(e) and e.state == "completed"] or list(entries)
+    if prefer is not None:
+        own = [e for e in own if prefer(e)] or own
     return min(own, key=lambda e: len(health(e)))  # min keeps the first (newest) of equal ones

@@ -8,6 +8,7 @@ import numpy as np
 import streamlit as st
 
 from core import catalog, views
+from core.methods import TRAINING_FREE_METHODS
 from core.runs import Run
 from core.views import SPLIT_NAMES, draw_raw
 from ui.embedding_plot import scatter_figure, selected_rows
@@ -168,6 +169,12 @@ def run_view(run: Run, opts: ViewOptions, slot: str) -> None:
     selection_details(run, coords.xy, selection, opts.k_nn, download_key=f"explore_dl_{slot}")
 
 
+def has_trained_embedding(entry: catalog.RunEntry) -> bool:
+    """The runs this page opens on by default: a training-free run's features are not an embedding
+    trained with a loss, so they show nothing of what the loss and α do."""
+    return entry.method not in TRAINING_FREE_METHODS
+
+
 def render() -> None:
     st.title("Explore embeddings")
     st.caption(
@@ -190,7 +197,7 @@ def render() -> None:
         compare = st.toggle("Compare two runs side by side", value=False, key="explore_compare")
     pick_cols = st.columns(2 if compare else 1)
     with pick_cols[0]:
-        picked = [pick_run(entries, key="explore_run_a").run_id]
+        picked = [pick_run(entries, key="explore_run_a", prefer=has_trained_embedding).run_id]
     if compare:
         rest = [n for n in names if n != picked[0]] or names
         picked.append(pick_cols[1].selectbox("Compare with", rest, key="explore_run_b"))

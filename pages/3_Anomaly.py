@@ -8,8 +8,9 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from core import anomaly, anomaly_view, catalog, csv_export, views
+from core import anomaly, anomaly_view, catalog, csv_export, method_scoring, views
 from core.anomaly_view import anomaly_base
+from core.methods import TRAINING_FREE_METHODS
 from core.runs import Run, RunError, save_threshold
 from core.score import score_uploads
 from core.uploads import uploads_root
@@ -22,7 +23,7 @@ from ui.plotly_spec import GL_CONFIG
 from ui.run_choice import pick_run
 from ui.sample_story import selection_details
 from ui.shell import run_inside_app
-from ui.text import one_line
+from ui.text import model_label, one_line, run_data_label
 
 run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 
@@ -55,10 +56,7 @@ def fmt_t(value: float) -> str:
 
 
 def header(run: Run, base: dict) -> None:
-    s = run.summary
-    alpha = f", α = {s['alpha']:.3g}" if s.get("alpha") else ""
-    data = catalog.data_label(s.get("data") or run.config.get("data"), run.config.get("data_name"))
-    st.markdown(f"**{run.name}** — {s.get('loss')}{alpha}, dim {s.get('dim')}, data: {data}")
+    st.markdown(f"**{run.name}** — {model_label(run.summary)}, data: {run_data_label(run)}")
     top = st.columns(4)
     top[0].metric("AUROC", f"{base['auroc']:.3f}" if base["has_labels"] else "—", help=TERMS["AUROC"])
     top[1].metric("AUPR", f"{base['aupr']:.3f}" if base["has_labels"] else "—", help=TERMS["AUPR"])
@@ -224,7 +222,10 @@ def inspect_images(run: Run, base: dict, threshold: float) -> list[dict]:
                 run, [(u.name, u.getvalue()) for u in uploads], threshold, uploads_root()
             )
     inspected = cache[cache_key]
-    mark_out_of_distribution(inspected, base["max_train_score"])
+    if method_scoring.run_method(run) not in TRAINING_FREE_METHODS:
+        # A trained model may map an unfamiliar image anywhere; a training-free method's score IS the
+        # distance to the good images, so "farther than any of them" is simply its anomaly verdict.
+        mark_out_of_distribution(inspected, base["max_train_score"])
     for row in inspected:
         if row["score"] is None:
             st.error(f"{row['file']}: {user_error(row)}")

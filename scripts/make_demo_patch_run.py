@@ -11,7 +11,7 @@
 2. Trains ``python -m core.train --method patch --patch-bank 600`` on it: a PatchCore memory bank of
    600 pretrained EfficientNet-Lite0 patch features (about 0.4 MB) instead of the default 5,000.
 3. Stores the images' paths relative to the repository root (the app runs from there), not as this
-   machine's absolute paths.
+   machine's absolute paths, and names the data as a user would read it ("brick photo, drawn defects").
 
 The whole run directory stays well under 1 MB. Deterministic (seed 0); about a minute on 2 cores."""
 
@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from core.fsutil import write_npz  # noqa: E402
-from core.rundir import EMBEDDINGS_FILE  # noqa: E402
+from core.fsutil import read_json, write_json, write_npz  # noqa: E402
+from core.rundir import EMBEDDINGS_FILE, SUMMARY_FILE  # noqa: E402
 from core.synthetic_defects import make_inspection_set, write_mvtec  # noqa: E402
 
 N_TRAIN, N_TEST_GOOD, N_TEST_DEFECT = 40, 8, 10
@@ -52,6 +52,14 @@ def relative_sources(run_dir: Path, repo: Path = REPO) -> int:
     return sum(s.startswith(prefix) for s in sources)
 
 
+def name_the_data(run_dir: Path, photo: str) -> str:
+    """Record the data's name for the pages (``data_name``, read by core.catalog.data_label) in the
+    run's summary, instead of the images' folder path (config.json takes only TrainConfig's fields)."""
+    name = f"{photo} photo (scikit-image), drawn defects"
+    write_json(run_dir / SUMMARY_FILE, {**read_json(run_dir / SUMMARY_FILE), "data_name": name})
+    return name
+
+
 def build(photo: str, run_dir: Path) -> Path:
     """The demo run of ``photo`` in ``run_dir`` (replaced); returns the run directory."""
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -66,6 +74,7 @@ def build(photo: str, run_dir: Path) -> Path:
     changed = relative_sources(run_dir)
     if not changed:
         raise SystemExit(f"{run_dir / EMBEDDINGS_FILE}: no source path under {REPO} to make relative")
+    name_the_data(run_dir, photo)
     return run_dir
 
 

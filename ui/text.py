@@ -7,8 +7,8 @@ import time
 import numpy as np
 
 from core.catalog import data_label
+from core.methods import TRAINING_FREE_METHODS
 from core.runs import Run
-from core.uploads import upload_name
 
 ERROR_LINE_CHARS = 300
 
@@ -37,9 +37,22 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(ts)))
 
 
+def model_label(summary: dict) -> str:
+    """What scores the run: "<loss>, α=<a>, dim <d>" for a trained embedding, or its training-free
+    method (whose loss and dim fields are only the config's unused defaults)."""
+    method = summary.get("method") or "metric"
+    if method in TRAINING_FREE_METHODS:
+        return f"{method} method on pretrained {summary.get('arch') or 'backbone'} features, no training"
+    alpha = f", α={summary['alpha']:.3g}" if summary.get("alpha") else ""
+    return f"{summary.get('loss')}{alpha}, dim {summary.get('dim')}"
+
+
+def run_data_label(run: Run) -> str:
+    """The run's data under the name the user knows (see core.catalog.data_label)."""
+    s, c = run.summary, run.config
+    return data_label(s.get("data") or c.get("data"), c.get("data_name") or s.get("data_name"))
+
+
 def run_title(run: Run) -> str:
     """ "<run> — <loss>, α=<alpha>, dim <d>, <data>": one line naming a run and what it is."""
-    s = run.summary
-    alpha = f", α={s['alpha']:.3g}" if s.get("alpha") else ""
-    data = str(s.get("data") or "")
-    return f"{run.name} — {s.get('loss')}{alpha}, dim {s.get('dim')}, {upload_name(data) or data_label(data)}"
+    return f"{run.name} — {model_label(run.summary)}, {run_data_label(run)}"

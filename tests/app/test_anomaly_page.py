@@ -270,11 +270,21 @@ def test_upload_error_sits_under_the_upload_box_with_the_users_name(root_with_ru
     assert message.startswith("my photo.png: ") and "uploads" not in message and "/" not in message
 
 
-def test_inspect_shows_out_of_distribution_and_defect_map(root_with_runs, app_test, monkeypatch):
+@pytest.mark.parametrize("method, notice", [("metric", True), ("patch", False)])
+def test_inspect_shows_out_of_distribution_and_defect_map(
+    root_with_runs, app_test, monkeypatch, method, notice
+):
+    """A trained model's far-away image gets the notice; for a training-free method far IS the verdict."""
+    summary_path = root_with_runs / RUN_2D / "summary.json"
+    summary_path.write_text(json.dumps({**json.loads(summary_path.read_text()), "method": method}))
     real = score.score_uploads
 
     def with_maps(run, files, threshold, root, k=None):
-        rows = real(run, files, threshold, root, k)
+        run.summary["method"] = "metric"  # the fixture's files are a metric run's: score them as one
+        try:
+            rows = real(run, files, threshold, root, k)
+        finally:
+            run.summary["method"] = method
         for r in rows:
             if r["score"] is not None:
                 r["heatmap"] = np.linspace(0, 3, 28 * 28, dtype=np.float32).reshape(28, 28)
@@ -287,7 +297,7 @@ def test_inspect_shows_out_of_distribution_and_defect_map(root_with_runs, app_te
         [("odd.png", png_bytes(9), "image/png")]
     ).run()
     assert not at.exception, at.exception
-    assert any("Unlike anything this model was trained on" in w.value for w in at.warning)
+    assert any("Unlike anything this model was trained on" in w.value for w in at.warning) is notice
     specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
     maps = [s for s in specs if s["layout"].get("title", {}).get("text") == "Defect map"]
     assert len(maps) == 1
