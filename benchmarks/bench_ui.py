@@ -44,6 +44,53 @@ def synthetic_summary(
     }
 
 
+def _synthetic_embeddings(
+    n: int, dim: int, n_classes: int, normal: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(centres, label, split, anomaly, emb): classes around unit centres (a circle at 2-D) with
+    log-normal norms; classes >= ``normal`` only in the test split."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_classes, dim))
+    if dim == 2:
+        ang = np.linspace(0, 2 * np.pi, n_classes, endpoint=False)
+        centres = np.stack([np.cos(ang), np.sin(ang)], axis=1)
+    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
+    label = rng.integers(0, n_classes, size=n)
+    split = rng.choice([0, 1, 2], size=n, p=[0.6, 0.1, 0.3]).astype(np.int8)
+    label[(split != 2) & (label >= normal)] = rng.integers(
+        0, normal, size=int(((split != 2) & (label >= normal)).sum())
+    )
+    scale = rng.lognormal(mean=1.5, sigma=0.4, size=n)
+    emb = centres[label] + rng.normal(scale=0.25 if dim <= 3 else 0.6 / np.sqrt(dim) * 3, size=(n, dim))
+    emb = (emb * scale[:, None]).astype(np.float32)
+    return centres, label, split, label >= normal, emb
+
+
+def _knn_scores(emb: np.ndarray, split: np.ndarray, anom: np.ndarray) -> np.ndarray:
+    """The app's kNN-5 cosine scores against the normal training rows (those leave themselves out)."""
+    from core import anomaly
+
+    normal_train = (split == 0) & ~anom
+    ref = np.flatnonzero(normal_train)
+    score = np.full(len(emb), np.nan, np.float32)
+    other = np.flatnonzero(~normal_train)
+    score[other] = anomaly.knn_cosine_scores(emb[other], emb[ref], k=5)[0]
+    score[ref] = anomaly.knn_cosine_scores(emb[ref], emb[ref], k=5, exclude_self=True)[0]
+    return score
+
+
+def _write_random_model(run_dir: Path, meta: dict, seed: int) -> None:
+    """model.pt: a randomly initialised model of the run's config (for Inspect images)."""
+    import torch
+
+    from core.fsutil import write_torch
+    from core.train import build_model
+
+    torch.manual_seed(seed)
+    m = build_model(meta)
+    write_torch(run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in m.state_dict().items()}})
+
+
 def write_synthetic_run(
     run_dir: str | Path,
     n: int = 2000,
@@ -59,42 +106,19 @@ def write_synthetic_run(
     """A completed run dir with made-up embeddings: classes 0..normal-1 are normal (train/val/test),
     the others appear only in the test split, flagged as anomalies. Scores are the real kNN scores of
     the made-up embeddings. With model=True, a randomly initialised model.pt (for Inspect images)."""
-    import torch
-
     from core import anomaly
-    from core.fsutil import write_json, write_npz, write_torch
-    from core.train import TrainConfig, build_model, compute_projection
+    from core.fsutil import write_json, write_npz
+    from core.loss_specs import loss_spec
+    from core.train import TrainConfig, compute_projection
 
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    centres = rng.normal(size=(n_classes, dim))
-    if dim == 2:
-        ang = np.linspace(0, 2 * np.pi, n_classes, endpoint=False)
-        centres = np.stack([np.cos(ang), np.sin(ang)], axis=1)
-    centres /= np.linalg.norm(centres, axis=1, keepdims=True)
-    label = rng.integers(0, n_classes, size=n)
-    split = rng.choice([0, 1, 2], size=n, p=[0.6, 0.1, 0.3]).astype(np.int8)
-    label[(split != 2) & (label >= normal)] = rng.integers(
-        0, normal, size=int(((split != 2) & (label >= normal)).sum())
-    )
-    anom = label >= normal
-    scale = rng.lognormal(mean=1.5, sigma=0.4, size=n)
-    emb = centres[label] + rng.normal(scale=0.25 if dim <= 3 else 0.6 / np.sqrt(dim) * 3, size=(n, dim))
-    emb = (emb * scale[:, None]).astype(np.float32)
+    centres, label, split, anom, emb = _synthetic_embeddings(n, dim, n_classes, normal, seed)
     norm = np.linalg.norm(emb, axis=1).astype(np.float32)
-    normal_train = (split == 0) & ~anom
-    ref = np.flatnonzero(normal_train)
-    score = np.full(n, np.nan, np.float32)
-    other = np.flatnonzero(~normal_train)
-    score[other] = anomaly.knn_cosine_scores(emb[other], emb[ref], k=5)[0]
-    score[ref] = anomaly.knn_cosine_scores(emb[ref], emb[ref], k=5, exclude_self=True)[0]
+    score = _knn_scores(emb, split, anom)
     class_names = [str(i) for i in range(n_classes)]
-    cw = (
-        centres[:normal].astype(np.float32)
-        if loss in ("softmax", "l2softmax")
-        else np.zeros((0, dim), np.float32)
-    )
+    has_weights = loss_spec(loss).has_classifier
+    cw = centres[:normal].astype(np.float32) if has_weights else np.zeros((0, dim), np.float32)
     write_npz(
         run_dir / "embeddings.npz",
         emb=emb,
@@ -111,58 +135,25 @@ def write_synthetic_run(
         write_npz(run_dir / "projection.npz", **compute_projection(emb, "pca"))
     test = split == 2
     curves = anomaly.roc_pr(score[test], anom[test])
-    val_normal = (split == 1) & ~anom
-    threshold = anomaly.percentile_threshold(score[val_normal], 95)
+    threshold = anomaly.percentile_threshold(score[(split == 1) & ~anom], 95)
     cfg = TrainConfig(
-        loss=loss,
-        dim=dim,
-        alpha=str(alpha or 16),
-        holdout_classes=class_names[normal:],
-        run_dir=str(run_dir),
-        epochs=1,
-    )
+        loss=loss, dim=dim, alpha=str(alpha or 16), holdout_classes=class_names[normal:],
+        run_dir=str(run_dir), epochs=1,
+    )  # fmt: skip
     write_json(run_dir / "config.json", asdict(cfg))
+    classes = {"class_names": class_names, "normal_classes": list(range(normal)),
+               "train_classes": list(range(normal)), "image_size": 28, "channels": 1}  # fmt: skip
     summary = synthetic_summary(
-        loss,
-        alpha,
-        dim,
-        "synthetic",
-        split,
-        test_accuracy=0.9,
-        precision_at_1=0.9,
-        map_at_r=0.8,
-        anomaly_auroc=curves.get("auroc"),
-        anomaly_aupr=curves.get("aupr"),
-        threshold=threshold,
-        threshold_percentile=95.0,
-        k=5,
-        samples_per_second=1.0,
-        train_seconds=1.0,
-        mean_feature_norm=float(norm[split == 0].mean()),
-        class_names=class_names,
-        normal_classes=list(range(normal)),
-        train_classes=list(range(normal)),
-        image_size=28,
-        channels=1,
-    )
+        loss, alpha, dim, "synthetic", split, test_accuracy=0.9, precision_at_1=0.9, map_at_r=0.8,
+        anomaly_auroc=curves.get("auroc"), anomaly_aupr=curves.get("aupr"), threshold=threshold,
+        threshold_percentile=95.0, k=5, samples_per_second=1.0, train_seconds=1.0,
+        mean_feature_norm=float(norm[split == 0].mean()), **classes,
+    )  # fmt: skip
     write_json(run_dir / "summary.json", summary)
     write_json(run_dir / "status.json", {"state": "completed", "progress": 1.0})
     if model:
-        meta = {
-            "config": asdict(cfg),
-            "class_names": class_names,
-            "train_classes": list(range(normal)),
-            "normal_classes": list(range(normal)),
-            "channels": 1,
-            "image_size": 28,
-            "alpha": float(alpha or 16),
-            "arch": "auto",
-        }
-        torch.manual_seed(seed)
-        m = build_model(meta)
-        write_torch(
-            run_dir / "model.pt", {**meta, "state_dict": {k: v.cpu() for k, v in m.state_dict().items()}}
-        )
+        meta = {"config": asdict(cfg), **classes, "alpha": float(alpha or 16), "arch": "smallcnn"}
+        _write_random_model(run_dir, meta, seed)
     return run_dir
 
 
