@@ -56,7 +56,7 @@ def fmt_t(value: float) -> str:
 
 
 def header(run: Run, base: dict) -> None:
-    st.markdown(f"**{run.name}** — {model_label(run.summary)}, data: {run_data_label(run)}")
+    st.markdown(f"**{run.name}** — {model_label(run)}, data: {run_data_label(run)}")
     top = st.columns(4)
     top[0].metric("AUROC", f"{base['auroc']:.3f}" if base["has_labels"] else "—", help=TERMS["AUROC"])
     top[1].metric("AUPR", f"{base['aupr']:.3f}" if base["has_labels"] else "—", help=TERMS["AUPR"])

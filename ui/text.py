@@ -7,6 +7,7 @@ import time
 import numpy as np
 
 from core.catalog import data_label
+from core.method_scoring import run_method
 from core.methods import TRAINING_FREE_METHODS
 from core.runs import Run
 
@@ -37,10 +38,10 @@ def fmt_time(ts: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M", time.localtime(float(ts)))
 
 
-def model_label(summary: dict) -> str:
+def model_label(run: Run) -> str:
     """What scores the run: "<loss>, α=<a>, dim <d>" for a trained embedding, or its training-free
     method (whose loss and dim fields are only the config's unused defaults)."""
-    method = summary.get("method") or "metric"
+    summary, method = run.summary, run_method(run)
     if method in TRAINING_FREE_METHODS:
         return f"{method} method on pretrained {summary.get('arch') or 'backbone'} features, no training"
     alpha = f", α={summary['alpha']:.3g}" if summary.get("alpha") else ""
@@ -55,4 +56,4 @@ def run_data_label(run: Run) -> str:
 
 def run_title(run: Run) -> str:
     """ "<run> — <loss>, α=<alpha>, dim <d>, <data>": one line naming a run and what it is."""
-    return f"{run.name} — {model_label(run.summary)}, {run_data_label(run)}"
+    return f"{run.name} — {model_label(run)}, {run_data_label(run)}"
