@@ -14,11 +14,12 @@ from core.methods import TRAINING_FREE_METHODS
 from core.runs import Run, RunError, save_threshold
 from core.score import score_uploads
 from core.uploads import uploads_root
-from ui.anomaly_plots import histogram_figure, pr_figure, roc_figure, star_traces
+from ui.anomaly_plots import CHART_HEIGHT, histogram_figure, pr_figure, roc_figure, star_traces
 from ui.embedding_plot import decision_region_traces, scatter_figure, selected_rows
 from ui.gallery import overlay_gallery, sample_gallery
 from ui.health import draw_health
 from ui.inspect_view import inspected_card, mark_out_of_distribution, user_error
+from ui.live_chart import live_chart
 from ui.plotly_spec import GL_CONFIG
 from ui.run_choice import pick_run
 from ui.sample_story import selection_details
@@ -144,12 +145,16 @@ def decision_table(m: dict) -> None:
     )
 
 
-def charts(base: dict, threshold: float, m: dict) -> None:
+def charts(run: Run, base: dict, threshold: float, m: dict) -> None:
+    """Score histogram, ROC and PR, each with the threshold marked: redrawn in place on a move."""
     cols = st.columns(3)
-    cols[0].plotly_chart(histogram_figure(base, threshold), key="anomaly_hist", width="stretch")
+    with cols[0]:
+        live_chart(histogram_figure(base, threshold), key=f"anomaly_hist::{run.name}", height=CHART_HEIGHT)
     if base["has_labels"]:
-        cols[1].plotly_chart(roc_figure(base, m), key="anomaly_roc", width="stretch")
-        cols[2].plotly_chart(pr_figure(base, m), key="anomaly_pr", width="stretch")
+        with cols[1]:
+            live_chart(roc_figure(base, m), key=f"anomaly_roc::{run.name}", height=CHART_HEIGHT)
+        with cols[2]:
+            live_chart(pr_figure(base, m), key=f"anomaly_pr::{run.name}", height=CHART_HEIGHT)
 
 
 def mistakes(run: Run, base: dict, m: dict, threshold: float) -> None:
@@ -253,14 +258,8 @@ def decision_map(run: Run, base: dict, threshold: float, inspected: list[dict]) 
     stars = star_traces([r for r in inspected if r.get("score") is not None])
     extra = decision_region_traces(base, threshold) + stars
     fig = scatter_figure(run, coords, rows, "decision", pred=pred, height=520, extra=extra, dragmode=None)
-    event = st.plotly_chart(
-        fig,
-        key="anomaly_map",
-        on_select="rerun",
-        selection_mode=("points", "box", "lasso") if coords.xy.shape[1] == 2 else ("points",),
-        width="stretch",
-        config=GL_CONFIG,
-    )
+    # redrawn in place on a threshold move (st.plotly_chart would rebuild its WebGL contexts)
+    event = live_chart(fig, key=f"anomaly_map::{run.name}", height=520, config=GL_CONFIG, selectable=True)
     if dim == 2:
         st.caption("Green arc: the directions an image would be called normal in (exact on a 0.5° grid).")
     elif dim == 3:
@@ -297,7 +296,7 @@ def threshold_section(run: Run, base: dict) -> None:
     m = anomaly.decision_metrics(base["s_test"], base["y_test"], threshold)
     decision_table(m)
     decisions_download(run, base, threshold)
-    charts(base, threshold, m)
+    charts(run, base, threshold, m)
     mistakes(run, base, m, threshold)
     inspected = inspect_images(run, base, threshold)
     decision_map(run, base, threshold, inspected)

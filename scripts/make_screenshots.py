@@ -31,6 +31,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from scripts.app_server import start_app, stop_app  # noqa: E402
+from ui.live_chart import IFRAME_SELECTOR as LIVE_CHART  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 DEMO_RUNS = ("demo-softmax-2d", "demo-l2softmax-2d", "demo-patch-brick")
@@ -117,7 +118,7 @@ def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
         page.get_by_text("Anomaly detection").first.wait_for()
         settle(page)
         pick(page, "Run", "demo-l2softmax-2d")
-        page.locator(".js-plotly-plot").first.wait_for()
+        page.frame_locator(LIVE_CHART).first.locator(".js-plotly-plot").wait_for()  # the histogram
         page.wait_for_timeout(2500)
         slider = page.locator('[data-testid="stSlider"]').first
         path = out / "anomaly-slider.png"

@@ -10,10 +10,12 @@ from ui.plotly_spec import RawFigure, arr
 
 NORMAL_COLOUR = "#4c78a8"
 ANOMALY_COLOUR = "#e45756"
+CHART_HEIGHT = 320
 LAYOUT = {
-    "height": 320,
+    "height": CHART_HEIGHT,
     # Room for the tick labels, the axis titles and the legend below from the first draw: plotly
-    # draws a figure twice when its margins have to grow, and a slider move redraws three of them.
+    # draws a figure twice when its margins have to grow, and a slider move redraws three
+    # of them (in place: ui.live_chart).
     "margin": {"l": 76, "r": 18, "t": 40, "b": 125},
     "legend": {"orientation": "h", "y": -0.3},
 }

@@ -18,6 +18,7 @@ from benchmarks.bench_ui import write_synthetic_run
 from core import anomaly_view, catalog, score
 from core.anomaly_view import anomaly_base
 from core.runs import load_run
+from ui.live_chart import chart_spec
 from ui.plotly_spec import RawFigure
 
 from .conftest import collapse_scores
@@ -53,13 +54,19 @@ def open_page(app_test, run: str):
     return at
 
 
+def live_specs(at) -> list[dict]:
+    """The figures of the page's in-place charts (ui.live_chart), in page order: histogram, ROC, PR, map."""
+    charts = at.get("component_instance")
+    return [chart_spec(el) for el in charts if el.proto.component_name.endswith("live_chart")]
+
+
 @pytest.mark.parametrize("run", [RUN_2D, RUN_16D])
 def test_page_renders_with_curves(root_with_runs, app_test, run):
     at = open_page(app_test, run)
     m = metrics(at)
     assert 0.0 <= float(m["AUROC"]) <= 1.0 and 0.0 <= float(m["AUPR"]) <= 1.0
     assert int(m["anomalous test samples"]) > 0
-    specs = [json.loads(el.proto.spec) for el in at.get("plotly_chart")]
+    specs = live_specs(at)
     assert len(specs) == 4  # histogram, ROC, PR, the map
     for spec in specs:
         RawFigure(spec["data"], spec["layout"]).validated()  # plotly accepts every spec
@@ -101,7 +108,7 @@ def test_slider_changes_confusion_matrix(root_with_runs, app_test):
     assert high[0] == 0 and high[1] == 0  # threshold above every score: nothing called anomalous
     assert low[0] >= mid[0] >= high[0] and low[1] >= mid[1] >= high[1]
     # the histogram marker follows the slider
-    hist = json.loads(at.get("plotly_chart")[0].proto.spec)
+    hist = live_specs(at)[0]
     marker = [t for t in hist["data"] if str(t.get("name", "")).startswith("t = ")][0]
     assert marker["x"][0] == mid_value
 
@@ -246,7 +253,7 @@ def test_upload_through_the_page(root_with_runs, app_test):
     assert any("score **" in m.value for m in at.markdown)
     assert any("| **normal** (test) |" in m.value for m in at.markdown)  # the confusion matrix
     assert at.get("download_button")
-    spec = json.loads(at.get("plotly_chart")[3].proto.spec)
+    spec = live_specs(at)[3]
     assert "uploaded" in [t.get("name") for t in spec["data"]]  # the star on the hypersphere
     # moving the slider re-decides without re-embedding (same score, decision follows)
     slider(at, RUN_2D).set_value(float(slider(at, RUN_2D).options[-1])).run()
@@ -323,7 +330,7 @@ def test_tampered_run_and_dim3(root_with_runs, app_test):
     assert "tampered" not in at.selectbox(key="anomaly_run").options
     at.selectbox(key="anomaly_run").set_value("synthetic-d3").run()
     assert not at.exception, at.exception
-    spec = json.loads(at.get("plotly_chart")[3].proto.spec)
+    spec = live_specs(at)[3]
     caps = [t for t in spec["data"] if t.get("name") == "normal caps (approx.)"]
     assert caps and caps[0]["type"] == "scatter3d"
     assert any("approximation" in c.value for c in at.caption)

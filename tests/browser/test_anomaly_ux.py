@@ -21,8 +21,10 @@ from core.anomaly_view import anomaly_base
 from core.fsutil import read_json
 from core.mnist import mnist5k_arrays
 from core.score import score_files
+from ui.live_chart import IFRAME_SELECTOR as LIVE_CHART
 
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
+from .pagekit import PAGE_TIMEOUT_MS
 
 DIGITS_RUN = "ux-digits"
 COLLAPSED_RUN = "ux-collapsed"
@@ -169,3 +171,47 @@ def test_degenerate_run_shows_health_warning(streamlit_server, ux_runs, browser_
     texts = page.locator("[data-testid='stAlert']").all_inner_texts()
     assert any("reference" in t or "collapsed" in t or "chance" in t for t in texts), texts
     shot(page, "anomaly-ux-anomaly-health")
+
+
+CALLED = """gd => Object.fromEntries(gd._fullData.filter(t => (t.name || '').startsWith('called'))
+    .map(t => [t.name, t.x.length]))"""
+FIRST_POINT = """gd => { const t = gd._fullData.find(t => t.name === 'called normal' && t.x.length);
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
+    return [xa._offset + xa.l2p(xa.d2l(t.x[0])), ya._offset + ya.l2p(ya.d2l(t.y[0]))]; }"""
+
+
+def test_slider_redraws_the_map_in_place_and_a_click_tells_its_story(streamlit_server, ux_runs, browser_page):
+    """ui.live_chart: a threshold move recolours the same plot (no remount, so no new WebGL contexts),
+    and a click on a point of that plot still opens the point's story with its neighbours."""
+    page = browser_page
+    _open(page, streamlit_server, f"Anomaly?run={COLLAPSED_RUN}")
+    wait_for_text(page, "Threshold saved with the run")
+    page.locator(LIVE_CHART).last.scroll_into_view_if_needed()
+    plot = page.frame_locator(LIVE_CHART).last.locator(".js-plotly-plot")  # the map: the last live chart
+    plot.wait_for(timeout=PAGE_TIMEOUT_MS)
+    plot.evaluate("gd => { gd.dataset.firstDraw = 'yes' }")
+    counts = plot.evaluate(CALLED)
+    assert counts.get("called anomaly", 0) > 0, counts  # the run's saved threshold flags some test images
+    total = sum(counts.values())
+
+    slider = (
+        page.locator('[data-testid="stSlider"]').filter(has_text="Threshold").locator('input[type="range"]')
+    )
+    slider.first.focus()
+    slider.first.press("End")  # the highest threshold: nothing is called an anomaly
+    page.wait_for_function(
+        "([el, js]) => { const c = eval(js)(el); return !c['called anomaly']; }",
+        arg=[plot.element_handle(), CALLED],
+        timeout=PAGE_TIMEOUT_MS,
+    )
+    assert plot.evaluate("gd => gd.dataset.firstDraw") == "yes"  # redrawn in place
+    assert plot.evaluate(CALLED) == {"called normal": total}
+
+    page.locator(LIVE_CHART).last.scroll_into_view_if_needed()  # the slider's focus scrolled up to it
+    x, y = plot.evaluate(FIRST_POINT)
+    box = page.locator(LIVE_CHART).last.bounding_box()
+    page.mouse.click(box["x"] + x, box["y"] + y)
+    story = wait_for_text(page, "(cosine distance, nearest first)")
+    wait_for_text(page, "→ called normal")  # the clicked point's decision at the slider's threshold
+    story.scroll_into_view_if_needed()
+    shot(page, "anomaly-ux-map-click")

@@ -29,6 +29,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
+from ui.live_chart import IFRAME_SELECTOR as LIVE_CHART
+
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
 from .pagekit import (
     PAGE_TIMEOUT_MS,
@@ -245,7 +247,8 @@ def _step4_inspect(page: Page, tmp_path: Path) -> None:
     assert np.isfinite(score) and score >= 0, score
     assert m.group(1) == ("anomaly" if score > thr else "normal"), m.group(0)
     # the upload lands on the hypersphere map as a star, and its nearest neighbours are shown
-    assert page.locator(".legendtext", has_text="uploaded").count() >= 1
+    star = page.frame_locator(LIVE_CHART).last.locator(".legendtext", has_text="uploaded")  # the map
+    star.first.wait_for(timeout=PAGE_TIMEOUT_MS)
     assert page.get_by_role("button", name=re.compile("Download scores and decisions")).count() == 1
     line.scroll_into_view_if_needed()
     page.wait_for_timeout(1000)
