@@ -25,6 +25,7 @@ SUMMARY_FACTS = (
     ("anomaly_auroc", "anomaly AUROC", ".3f"),
     ("alpha", "α", ".2f"),
 )
+DURATIONS = (("train_seconds", "training took"), ("projection_seconds", "projections (PCA, UMAP) took"))
 
 
 def metrics_figure(rows: Sequence[dict], height: int = 300) -> go.Figure:
@@ -102,13 +103,22 @@ def _summary_facts(root: Path, run_id: str) -> None:
     except ValueError as e:
         st.error(one_line(e))
         return
-    facts = [
-        f"{label} {number(summ.get(k)):{fmt}}"
-        for k, label, fmt in SUMMARY_FACTS
-        if number(summ.get(k)) is not None
-    ]
-    if facts:
+    if facts := summary_facts(summ):
         st.caption(" · ".join(facts))
+
+
+def summary_facts(summary: dict) -> list[str]:
+    """A finished run's headline figures and where its time went (training, then the projections the
+    job computes for Explore: the long part of a full-MNIST run)."""
+    facts = [
+        f"{label} {number(summary.get(k)):{fmt}}"
+        for k, label, fmt in SUMMARY_FACTS
+        if number(summary.get(k)) is not None
+    ]
+    for key, label in DURATIONS:
+        if (seconds := number(summary.get(key))) is not None:
+            facts.append(f"{label} {fmt_duration(seconds)}")
+    return facts
 
 
 def _outcome(run: dict, root: Path) -> None:
