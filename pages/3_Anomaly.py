@@ -19,7 +19,7 @@ from ui.embedding_plot import decision_region_traces, scatter_figure, selected_r
 from ui.gallery import overlay_gallery, sample_gallery
 from ui.health import draw_health
 from ui.inspect_view import inspected_card, mark_out_of_distribution, user_error
-from ui.live_chart import live_chart
+from ui.live_chart import LiveFigure, live_charts
 from ui.plotly_spec import GL_CONFIG
 from ui.run_choice import pick_run
 from ui.sample_story import selection_details
@@ -30,6 +30,7 @@ run_inside_app()  # first, before anything is drawn (see ui/shell.py)
 
 
 GALLERY = 12  # false positives / negatives shown
+MAP_HEIGHT = 520
 MAP_NEIGHBOURS = 8  # neighbours listed for a sample clicked on the map (Explore's default)
 CONFUSION_HELP = {
     "TP": "anomalies called anomalous",
@@ -145,16 +146,14 @@ def decision_table(m: dict) -> None:
     )
 
 
-def charts(run: Run, base: dict, threshold: float, m: dict) -> None:
-    """Score histogram, ROC and PR, each with the threshold marked: redrawn in place on a move."""
-    cols = st.columns(3)
-    with cols[0]:
-        live_chart(histogram_figure(base, threshold), key=f"anomaly_hist::{run.name}", height=CHART_HEIGHT)
+def score_charts(base: dict, threshold: float, m: dict) -> list[LiveFigure]:
+    """Score histogram, ROC and PR (one row), each with the threshold marked."""
+    width = "33.33%"
+    charts = [LiveFigure("histogram", histogram_figure(base, threshold), CHART_HEIGHT, width)]
     if base["has_labels"]:
-        with cols[1]:
-            live_chart(roc_figure(base, m), key=f"anomaly_roc::{run.name}", height=CHART_HEIGHT)
-        with cols[2]:
-            live_chart(pr_figure(base, m), key=f"anomaly_pr::{run.name}", height=CHART_HEIGHT)
+        charts.append(LiveFigure("roc", roc_figure(base, m), CHART_HEIGHT, width))
+        charts.append(LiveFigure("pr", pr_figure(base, m), CHART_HEIGHT, width))
+    return charts
 
 
 def mistakes(run: Run, base: dict, m: dict, threshold: float) -> None:
@@ -241,36 +240,55 @@ def inspect_images(run: Run, base: dict, threshold: float) -> list[dict]:
     return inspected
 
 
-def decision_map(run: Run, base: dict, threshold: float, inspected: list[dict]) -> None:
+def map_chart(run: Run, base: dict, threshold: float, inspected: list[dict]) -> LiveFigure | None:
     """The test split coloured by the decision at ``threshold``, the normal region and the inspected
-    uploads; a click on a point tells its story (as on Explore), the lasso selects many."""
-    coords, dim = base["coords"], base["dim"]
+    uploads as stars; None when the run has no 2-D/3-D view."""
+    coords = base["coords"]
     if coords.xy is None:
-        if inspected:
-            st.caption(coords.note)
-        return
+        return None
     pred = np.zeros(len(run.score), dtype=bool)
     pred[base["test"]] = base["s_test"] > threshold
-    rows = base["map_rows"]
-    st.subheader("The hypersphere" if dim <= 3 else f"Test split on the {coords.kind.upper()} projection")
-    if len(rows) < len(base["test"]):
-        st.info(f"Showing {len(rows):,} of {len(base['test']):,} test points (stratified by class).")
     stars = star_traces([r for r in inspected if r.get("score") is not None])
     extra = decision_region_traces(base, threshold) + stars
-    fig = scatter_figure(run, coords, rows, "decision", pred=pred, height=520, extra=extra, dragmode=None)
-    # redrawn in place on a threshold move (st.plotly_chart would rebuild its WebGL contexts)
-    event = live_chart(fig, key=f"anomaly_map::{run.name}", height=520, config=GL_CONFIG, selectable=True)
-    if dim == 2:
-        st.caption("Green arc: the directions an image would be called normal in (exact on a 0.5° grid).")
-    elif dim == 3:
+    fig = scatter_figure(
+        run, coords, base["map_rows"], "decision", pred=pred, height=MAP_HEIGHT, extra=extra, dragmode=None
+    )
+    return LiveFigure("map", fig, MAP_HEIGHT, config=GL_CONFIG, selectable=True)
+
+
+def map_captions(base: dict, threshold: float, inspected: list[dict]) -> None:
+    if base["dim"] == 2:
         st.caption(
-            f"Green circles: caps of angle {np.degrees(views.cap_angle(threshold)):.1f}° around each normal "
-            "class's mean direction, an approximation of the region called normal."
+            "Green arc on the map: the directions an image would be called normal in (exact on a 0.5° grid)."
         )
-    elif stars:
+    elif base["dim"] == 3:
+        st.caption(
+            f"Green circles on the map: caps of angle {np.degrees(views.cap_angle(threshold)):.1f}° around "
+            "each normal class's mean direction, an approximation of the region called normal."
+        )
+    elif any(r.get("score") is not None for r in inspected):
         st.caption("Stars: approximate placement (near their nearest training images on the projection).")
-    selected = selected_rows(event)
-    selection_details(run, coords.xy, selected, MAP_NEIGHBOURS, "anomaly_map_dl", threshold)
+
+
+def decision_plots(run: Run, base: dict, threshold: float, m: dict, inspected: list[dict]) -> None:
+    """The decision map, then the score histogram, ROC and PR, as one group of charts that a threshold
+    move redraws in place (st.plotly_chart would remount them and rebuild the map's WebGL contexts);
+    a click on a map point tells its story (as on Explore), the lasso selects many."""
+    coords, rows = base["coords"], base["map_rows"]
+    mapped = map_chart(run, base, threshold, inspected)
+    if mapped is not None:
+        st.subheader(
+            "The hypersphere" if base["dim"] <= 3 else f"Test split on the {coords.kind.upper()} projection"
+        )
+        if len(rows) < len(base["test"]):
+            st.info(f"Showing {len(rows):,} of {len(base['test']):,} test points (stratified by class).")
+    elif inspected:
+        st.caption(coords.note)
+    charts = ([mapped] if mapped is not None else []) + score_charts(base, threshold, m)
+    event = live_charts(charts, key=f"anomaly_plots::{run.name}")
+    if mapped is not None:
+        map_captions(base, threshold, inspected)
+        selection_details(run, coords.xy, selected_rows(event), MAP_NEIGHBOURS, "anomaly_map_dl", threshold)
 
 
 def inspected_rows(run: Run, inspected: list[dict], threshold: float) -> None:
@@ -296,10 +314,11 @@ def threshold_section(run: Run, base: dict) -> None:
     m = anomaly.decision_metrics(base["s_test"], base["y_test"], threshold)
     decision_table(m)
     decisions_download(run, base, threshold)
-    charts(run, base, threshold, m)
+    plots = st.container()  # above the galleries, filled once the uploads are scored (their stars)
     mistakes(run, base, m, threshold)
     inspected = inspect_images(run, base, threshold)
-    decision_map(run, base, threshold, inspected)
+    with plots:
+        decision_plots(run, base, threshold, m, inspected)
     inspected_rows(run, inspected, threshold)
 
 

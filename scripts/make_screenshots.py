@@ -118,7 +118,7 @@ def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
         page.get_by_text("Anomaly detection").first.wait_for()
         settle(page)
         pick(page, "Run", "demo-l2softmax-2d")
-        page.frame_locator(LIVE_CHART).first.locator(".js-plotly-plot").wait_for()  # the histogram
+        page.frame_locator(LIVE_CHART).locator("#chart-histogram.js-plotly-plot").wait_for()
         page.wait_for_timeout(2500)
         slider = page.locator('[data-testid="stSlider"]').first
         path = out / "anomaly-slider.png"

@@ -1,10 +1,11 @@
-"""A plotly chart that redraws in place: for figures that a slider changes on every move.
+"""Plotly charts that redraw in place: for figures that a slider changes on every move.
 
 st.plotly_chart hashes the figure into the element's identity, so every changed figure is a new
 element: the browser unmounts the old chart and builds a new one (Plotly.newPlot), and a WebGL
 scatter creates its GL contexts again, which dominates a threshold move under software rendering.
-This chart is a Streamlit component whose identity is its key alone: a changed figure reaches the
-same iframe, which redraws it with Plotly.react and keeps its GL contexts, zoom and selection.
+These charts live in a Streamlit component whose identity is its key alone: a changed figure reaches
+the same iframe, which redraws it with Plotly.react and keeps its GL contexts, zoom and selection.
+Several charts share one component, because each iframe parses plotly.js (4.8 MB) once when it opens.
 
 The component page (ui/live_chart_frontend/index.html) loads the plotly.js that ships inside the
 plotly package: both are copied into a private temporary folder once per process, because a
@@ -16,6 +17,7 @@ import atexit
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -40,28 +42,41 @@ def _component() -> Any:
     return components.declare_component(NAME, path=str(folder))
 
 
-def live_chart(
-    figure: Any,
-    key: str,
-    height: int,
-    config: dict | None = None,
-    selectable: bool = False,
-) -> dict | None:
-    """Draw `figure` (a plotly figure or RawFigure) `height` px tall; with `selectable`, return the
-    last click or box/lasso selection as st.plotly_chart's event does ({"selection": {"points":
-    [{"customdata": ...}, ...]}}), else None. The key is the chart's identity: give each run its own
-    key, so that a selection made on one run is not read against another."""
-    spec = plotly.io.to_json(figure, validate=False)
-    return _component()(
-        spec=spec,
-        height=int(height),
-        config=config or {},
-        selectable=selectable,
-        key=key,
-        default=None,
-    )
+@dataclass
+class LiveFigure:
+    """One chart of a `live_charts` group: a plotly figure (or RawFigure) `height` px tall and `width`
+    wide (CSS, e.g. "33.3%": charts wrap into rows); with `selectable`, its clicks and box/lasso
+    selections are returned."""
+
+    name: str
+    figure: Any
+    height: int
+    width: str = "100%"
+    config: dict | None = None
+    selectable: bool = False
 
 
-def chart_spec(element: Any) -> dict:
-    """The figure a live chart element carries (for tests reading AppTest's element protos)."""
-    return json.loads(json.loads(element.proto.json_args)["spec"])
+def live_charts(charts: list[LiveFigure], key: str) -> dict | None:
+    """Draw `charts` in one component (plotly.js is parsed once per group, not per chart); a chart
+    whose figure did not change since the last run is left as drawn, a changed one is redrawn in place.
+    Returns the last click or selection on a selectable chart in st.plotly_chart's event shape
+    ({"chart": name, "selection": {"points": [{"customdata": ...}, ...]}}), else None. The key is the
+    group's identity: give each run its own, so that a selection made on one run is not read against
+    another."""
+    args = [
+        {
+            "name": c.name,
+            "spec": plotly.io.to_json(c.figure, validate=False),
+            "height": int(c.height),
+            "width": c.width,
+            "config": c.config or {},
+            "selectable": c.selectable,
+        }
+        for c in charts
+    ]
+    return _component()(charts=args, key=key, default=None)
+
+
+def chart_specs(element: Any) -> dict[str, dict]:
+    """The figures a live-charts element carries, by chart name (for tests reading AppTest's protos)."""
+    return {c["name"]: json.loads(c["spec"]) for c in json.loads(element.proto.json_args)["charts"]}

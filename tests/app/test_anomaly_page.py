@@ -18,7 +18,7 @@ from benchmarks.bench_ui import write_synthetic_run
 from core import anomaly_view, catalog, score
 from core.anomaly_view import anomaly_base
 from core.runs import load_run
-from ui.live_chart import chart_spec
+from ui.live_chart import chart_specs
 from ui.plotly_spec import RawFigure
 
 from .conftest import collapse_scores
@@ -54,10 +54,11 @@ def open_page(app_test, run: str):
     return at
 
 
-def live_specs(at) -> list[dict]:
-    """The figures of the page's in-place charts (ui.live_chart), in page order: histogram, ROC, PR, map."""
-    charts = at.get("component_instance")
-    return [chart_spec(el) for el in charts if el.proto.component_name.endswith("live_chart")]
+def live_specs(at) -> dict[str, dict]:
+    """The figures of the page's in-place charts (ui.live_chart, one group): map, histogram, ROC, PR."""
+    groups = [el for el in at.get("component_instance") if el.proto.component_name.endswith("live_chart")]
+    assert len(groups) == 1, len(groups)  # one group: the page parses plotly.js once
+    return chart_specs(groups[0])
 
 
 @pytest.mark.parametrize("run", [RUN_2D, RUN_16D])
@@ -67,11 +68,11 @@ def test_page_renders_with_curves(root_with_runs, app_test, run):
     assert 0.0 <= float(m["AUROC"]) <= 1.0 and 0.0 <= float(m["AUPR"]) <= 1.0
     assert int(m["anomalous test samples"]) > 0
     specs = live_specs(at)
-    assert len(specs) == 4  # histogram, ROC, PR, the map
-    for spec in specs:
+    assert list(specs) == ["map", "histogram", "roc", "pr"]
+    for spec in specs.values():
         RawFigure(spec["data"], spec["layout"]).validated()  # plotly accepts every spec
     if run == RUN_2D:
-        assert "normal region (score ≤ t)" in [t.get("name") for t in specs[3]["data"]]
+        assert "normal region (score ≤ t)" in [t.get("name") for t in specs["map"]["data"]]
     assert sum(confusion(at)) == int(m["normal test samples"]) + int(m["anomalous test samples"])
 
 
@@ -108,7 +109,7 @@ def test_slider_changes_confusion_matrix(root_with_runs, app_test):
     assert high[0] == 0 and high[1] == 0  # threshold above every score: nothing called anomalous
     assert low[0] >= mid[0] >= high[0] and low[1] >= mid[1] >= high[1]
     # the histogram marker follows the slider
-    hist = live_specs(at)[0]
+    hist = live_specs(at)["histogram"]
     marker = [t for t in hist["data"] if str(t.get("name", "")).startswith("t = ")][0]
     assert marker["x"][0] == mid_value
 
@@ -253,7 +254,7 @@ def test_upload_through_the_page(root_with_runs, app_test):
     assert any("score **" in m.value for m in at.markdown)
     assert any("| **normal** (test) |" in m.value for m in at.markdown)  # the confusion matrix
     assert at.get("download_button")
-    spec = live_specs(at)[3]
+    spec = live_specs(at)["map"]
     assert "uploaded" in [t.get("name") for t in spec["data"]]  # the star on the hypersphere
     # moving the slider re-decides without re-embedding (same score, decision follows)
     slider(at, RUN_2D).set_value(float(slider(at, RUN_2D).options[-1])).run()
@@ -330,7 +331,7 @@ def test_tampered_run_and_dim3(root_with_runs, app_test):
     assert "tampered" not in at.selectbox(key="anomaly_run").options
     at.selectbox(key="anomaly_run").set_value("synthetic-d3").run()
     assert not at.exception, at.exception
-    spec = live_specs(at)[3]
+    spec = live_specs(at)["map"]
     caps = [t for t in spec["data"] if t.get("name") == "normal caps (approx.)"]
     assert caps and caps[0]["type"] == "scatter3d"
     assert any("approximation" in c.value for c in at.caption)

@@ -176,8 +176,8 @@ def test_degenerate_run_shows_health_warning(streamlit_server, ux_runs, browser_
 CALLED = """gd => Object.fromEntries(gd._fullData.filter(t => (t.name || '').startsWith('called'))
     .map(t => [t.name, t.x.length]))"""
 FIRST_POINT = """gd => { const t = gd._fullData.find(t => t.name === 'called normal' && t.x.length);
-    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-    return [xa._offset + xa.l2p(xa.d2l(t.x[0])), ya._offset + ya.l2p(ya.d2l(t.y[0]))]; }"""
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    return [r.left + xa._offset + xa.l2p(xa.d2l(t.x[0])), r.top + ya._offset + ya.l2p(ya.d2l(t.y[0]))]; }"""
 
 
 def test_slider_redraws_the_map_in_place_and_a_click_tells_its_story(streamlit_server, ux_runs, browser_page):
@@ -186,8 +186,8 @@ def test_slider_redraws_the_map_in_place_and_a_click_tells_its_story(streamlit_s
     page = browser_page
     _open(page, streamlit_server, f"Anomaly?run={COLLAPSED_RUN}")
     wait_for_text(page, "Threshold saved with the run")
-    page.locator(LIVE_CHART).last.scroll_into_view_if_needed()
-    plot = page.frame_locator(LIVE_CHART).last.locator(".js-plotly-plot")  # the map: the last live chart
+    page.locator(LIVE_CHART).scroll_into_view_if_needed()
+    plot = page.frame_locator(LIVE_CHART).locator("#chart-map.js-plotly-plot")
     plot.wait_for(timeout=PAGE_TIMEOUT_MS)
     plot.evaluate("gd => { gd.dataset.firstDraw = 'yes' }")
     counts = plot.evaluate(CALLED)
@@ -207,9 +207,9 @@ def test_slider_redraws_the_map_in_place_and_a_click_tells_its_story(streamlit_s
     assert plot.evaluate("gd => gd.dataset.firstDraw") == "yes"  # redrawn in place
     assert plot.evaluate(CALLED) == {"called normal": total}
 
-    page.locator(LIVE_CHART).last.scroll_into_view_if_needed()  # the slider's focus scrolled up to it
+    page.locator(LIVE_CHART).scroll_into_view_if_needed()  # the slider's focus scrolled up to it
     x, y = plot.evaluate(FIRST_POINT)
-    box = page.locator(LIVE_CHART).last.bounding_box()
+    box = page.locator(LIVE_CHART).bounding_box()
     page.mouse.click(box["x"] + x, box["y"] + y)
     story = wait_for_text(page, "(cosine distance, nearest first)")
     wait_for_text(page, "→ called normal")  # the clicked point's decision at the slider's threshold

@@ -247,7 +247,7 @@ def _step4_inspect(page: Page, tmp_path: Path) -> None:
     assert np.isfinite(score) and score >= 0, score
     assert m.group(1) == ("anomaly" if score > thr else "normal"), m.group(0)
     # the upload lands on the hypersphere map as a star, and its nearest neighbours are shown
-    star = page.frame_locator(LIVE_CHART).last.locator(".legendtext", has_text="uploaded")  # the map
+    star = page.frame_locator(LIVE_CHART).locator("#chart-map .legendtext", has_text="uploaded")
     star.first.wait_for(timeout=PAGE_TIMEOUT_MS)
     assert page.get_by_role("button", name=re.compile("Download scores and decisions")).count() == 1
     line.scroll_into_view_if_needed()
