@@ -12,7 +12,7 @@ import streamlit as st
 from core import views
 from core.runs import Run
 from core.views import SPLIT_NAMES, class_name
-from ui.gallery import show_gallery, thumbnail
+from ui.gallery import show_gallery
 
 
 def file_name(source: str) -> str:
@@ -27,7 +27,8 @@ def one_sample(run: Run, r: int, k_nn: int, threshold: float | None = None) -> N
     decision = "anomaly" if score > threshold else "normal"
     truth = "a held-out class (a true anomaly)" if run.anomaly[r] else "a normal class"
     c1, c2 = st.columns([1, 5], vertical_alignment="center")
-    c1.image(thumbnail(str(run.source[r])), width=112, clamp=True)
+    with c1:  # an inline image, as in the galleries: no media file that a fragment rerun could drop
+        show_gallery(run, [r], [""], width=112)
     c2.markdown(
         f"**{file_name(str(run.source[r]))}** · class **{class_name(run, r)}** ({truth}) · "
         f"{SPLIT_NAMES[int(run.split[r])]} split  \n"

@@ -10,13 +10,16 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
+from ui.live_chart import IFRAME_SELECTOR as LIVE_CHART
+
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
 
 DEMO_RUN = "demo-l2softmax-2d"
 PAGE_TIMEOUT_MS = 120_000
 
-# The first plot holding WebGL points (the embedding plot; Anomaly draws histograms before it).
-SCATTER_PLOT_JS = """Array.from(document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot'))
+# The first plot holding WebGL points: Explore's embedding plot; on Anomaly, the map inside the
+# in-place charts' iframe (ui.live_chart), whose coordinates are then offset by the iframe's.
+SCATTER_PLOT_JS = """Array.from(document.querySelectorAll('.js-plotly-plot'))
   .find(gd => gd._fullData && gd._fullData.some(t => t.type === 'scattergl'))"""
 # Page coordinates of one drawn point of its first scattergl trace, from plotly's own axes.
 POINT_XY_JS = f"""() => {{
@@ -36,13 +39,21 @@ def copy_demo_run(root: Path, name: str = DEMO_RUN) -> Path:
     return target
 
 
-def click_a_point(page: Page) -> None:
-    page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for(timeout=PAGE_TIMEOUT_MS)
-    page.wait_for_function(f"() => !!({SCATTER_PLOT_JS})", timeout=PAGE_TIMEOUT_MS)
-    page.evaluate(f"() => ({SCATTER_PLOT_JS}).scrollIntoView({{block: 'center'}})")
+def click_a_point(page: Page, in_live_charts: bool) -> None:
+    if in_live_charts:
+        page.locator(LIVE_CHART).scroll_into_view_if_needed(timeout=PAGE_TIMEOUT_MS)
+        page.frame_locator(LIVE_CHART).locator("#chart-map.js-plotly-plot").wait_for(timeout=PAGE_TIMEOUT_MS)
+        frame = next(f for f in page.frames if "live_chart" in f.url)
+    else:
+        frame = page.main_frame
+        page.locator('[data-testid="stPlotlyChart"] .js-plotly-plot').first.wait_for(timeout=PAGE_TIMEOUT_MS)
+    frame.wait_for_function(f"() => !!({SCATTER_PLOT_JS})", timeout=PAGE_TIMEOUT_MS)
+    if not in_live_charts:
+        page.evaluate(f"() => ({SCATTER_PLOT_JS}).scrollIntoView({{block: 'center'}})")
     page.wait_for_timeout(1000)  # the WebGL layer paints
-    xy = page.evaluate(POINT_XY_JS)
-    page.mouse.click(xy["x"], xy["y"])
+    xy = frame.evaluate(POINT_XY_JS)
+    offset = page.locator(LIVE_CHART).bounding_box() if in_live_charts else {"x": 0, "y": 0}
+    page.mouse.click(offset["x"] + xy["x"], offset["y"] + xy["y"])
 
 
 @pytest.mark.parametrize("page_name", ["Explore", "Anomaly"])
@@ -56,7 +67,7 @@ def test_clicking_a_point_shows_its_neighbours(
     page.goto(f"{streamlit_server}/{page_name}?run={DEMO_RUN}", wait_until="domcontentloaded")
     wait_for_text(page, "Click a point", timeout=PAGE_TIMEOUT_MS)
     wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
-    click_a_point(page)
+    click_a_point(page, in_live_charts=page_name == "Anomaly")
     wait_for_text(page, "Its 8 nearest neighbours", timeout=PAGE_TIMEOUT_MS)
     wait_for_app(page, timeout=PAGE_TIMEOUT_MS)
     facts = page.get_by_text("against the threshold").first.inner_text()
