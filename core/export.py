@@ -68,7 +68,8 @@ class _Embedder(torch.nn.Module):
 
 class _Features(torch.nn.Module):
     """knn and patch runs: the pretrained backbone at the method's input size; pooled features (knn)
-    or the patch embedding [N, h, w, D] (patch: 3x3 average and upsampling inside the graph)."""
+    or the patch embedding [N, h, w, D] (patch: 3x3 average and resizing to the stride-8 grid inside
+    the graph)."""
 
     def __init__(self, extractor: torch.nn.Module, image_size: int, blocks: tuple[int, ...] | None) -> None:
         super().__init__()
@@ -76,12 +77,13 @@ class _Features(torch.nn.Module):
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         from core.backbones import resize_batch
-        from core.features import patch_embedding
+        from core.features import patch_embedding, patch_grid
 
         x = resize_batch(image, self.image_size)
         if self.blocks is None:
             return self.extractor(x)
-        return patch_embedding(self.extractor.feature_maps(x, self.blocks)).permute(0, 2, 3, 1)
+        maps = self.extractor.feature_maps(x, self.blocks)
+        return patch_embedding(maps, patch_grid(self.image_size)).permute(0, 2, 3, 1)
 
 
 def _network_and_reference(run: Run) -> tuple[torch.nn.Module, np.ndarray, str]:

@@ -24,6 +24,7 @@ from core.backbones import (
     ARCH,
     DEFAULT_IMAGE_SIZE,
     PATCH_BLOCKS,
+    PATCH_STRIDE,
     EfficientNetLite0Features,
     default_device,
     resize_batch,
@@ -42,7 +43,7 @@ class FeatureSpec:
 
     arch: str = ARCH
     image_size: int = DEFAULT_IMAGE_SIZE
-    layers: str = "global"  # "global" (pooled) or "patch:4,10" (PatchCore-style patch embedding)
+    layers: str = "global"  # "global" (pooled) or "patch:2,4" (PatchCore-style patch embedding)
     pretrained: bool = True
 
 
@@ -158,11 +159,18 @@ def upsample_notice(height: int, width: int, image_size: int) -> str | None:
     )
 
 
-def patch_embedding(maps: Sequence[torch.Tensor]) -> torch.Tensor:
+def patch_grid(image_size: int) -> tuple[int, int]:
+    """The patch grid of an image_size input: the stride-8 stage's output (TF "same" padding)."""
+    side = -(-int(image_size) // PATCH_STRIDE)
+    return side, side
+
+
+def patch_embedding(maps: Sequence[torch.Tensor], grid: tuple[int, int]) -> torch.Tensor:
     """PatchCore-style locally aware patch features: each map's cells averaged over their 3x3
-    neighbourhood, deeper maps upsampled (bilinear) to the first map's grid, then concatenated."""
+    neighbourhood, resized (bilinear) to the stride-8 `grid` (finer maps shrunk, deeper ones
+    enlarged), then concatenated."""
     pooled = [F.avg_pool2d(m, kernel_size=3, stride=1, padding=1) for m in maps]
-    grid = pooled[0].shape[-2:]
+    grid = tuple(int(g) for g in grid)
     resized = [
         p if p.shape[-2:] == grid else F.interpolate(p, size=grid, mode="bilinear", align_corners=False)
         for p in pooled
@@ -182,7 +190,7 @@ def extract_features(
 ) -> np.ndarray:
     """Frozen EfficientNet-Lite0 features of images in [0, 1] ([N, 1|3, H, W], resized to image_size).
     layers="global": [N, 1280] pooled features. layers="patch:a,b": [N, h, w, D] patch embedding of
-    blocks a and b on the stride-8 grid (h = w = image_size / 8)."""
+    blocks a and b on the stride-8 grid (h = w = ceil(image_size / 8))."""
     x = _as_batch_source(images)
     blocks = (
         tuple(int(b) for b in layers.split(":", 1)[1].split(",")) if layers.startswith("patch:") else None
@@ -198,7 +206,8 @@ def extract_features(
         if blocks is None:
             feats = net(batch)
         else:
-            feats = patch_embedding(net.feature_maps(batch, blocks)).permute(0, 2, 3, 1)
+            feats = patch_embedding(net.feature_maps(batch, blocks), patch_grid(image_size))
+            feats = feats.permute(0, 2, 3, 1)
         out.append(feats.float().cpu().numpy())
     if not out:
         raise ValueError("no images to extract features from")

@@ -1,12 +1,12 @@
 """PatchCore-style anomaly detection (Roth et al., "Towards Total Recall in Industrial Anomaly
 Detection", 2022) on the pretrained EfficientNet-Lite0's mid-level feature maps.
 
-Fit: patch embeddings of the good images (core.features.patch_embedding: 3x3-averaged stride-8 and
-stride-16 maps on the stride-8 grid) form a memory bank, subsampled by greedy k-center coreset
-selection (on a random projection, for speed) to a bounded size. Score: each test patch's Euclidean
-distance to its nearest bank patch; the image score is the largest of them, and the anomaly map is the
-patch-distance grid upsampled (bilinear) to the image and smoothed with a Gaussian (sigma 4 px at the
-backbone's input size)."""
+Fit: patch embeddings of the good images (core.features.patch_embedding: 3x3-averaged stride-4 and
+stride-8 maps of blocks 2 and 4, on the stride-8 grid) form a memory bank, subsampled by greedy
+k-center coreset selection (on a random projection when that is smaller, for speed) to a bounded size.
+Score: each test patch's Euclidean distance to its nearest bank patch; the image score is the largest
+of them, and the anomaly map is the patch-distance grid upsampled (bilinear) to the image and smoothed
+with a Gaussian (sigma 4 px at the backbone's input size)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ from torchvision.transforms.functional import gaussian_blur
 from core.backbones import DEFAULT_IMAGE_SIZE, PATCH_BLOCKS, EfficientNetLite0Features, default_device
 from core.features import extract_features, patch_layers, upsample_notice
 
-MIN_IMAGE_SIZE = 64  # below this the stride-16 map is under 4x4 cells and the 3x3 averaging smears it
+# below this the patch grid is under 8x8 cells (a stride-16 block's under 4x4) and 3x3 averaging smears it
+MIN_IMAGE_SIZE = 64
 
 
 @dataclass

@@ -50,7 +50,7 @@ def test_feature_shapes_and_grayscale_equals_repeated_rgb(pretrained_features):
         maps = pretrained_features.feature_maps(gray)
     assert pooled_gray.shape == (2, GLOBAL_DIM)
     torch.testing.assert_close(pooled_gray, pooled_rgb)
-    assert [tuple(m.shape) for m in maps] == [(2, 40, 16, 16), (2, 112, 8, 8)]  # stride 8 and 16
+    assert [tuple(m.shape) for m in maps] == [(2, 24, 32, 32), (2, 40, 16, 16)]  # stride 4 and 8
 
 
 def test_embedding_is_frozen_by_default_and_finetune_unfreezes_last_blocks():
