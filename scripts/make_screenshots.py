@@ -118,11 +118,12 @@ def shoot(base: str, out: Path) -> list[tuple[Path, int]]:
         page.get_by_text("Anomaly detection").first.wait_for()
         settle(page)
         pick(page, "Run", "demo-l2softmax-2d")
-        page.frame_locator(LIVE_CHART).locator("#chart-histogram.js-plotly-plot").wait_for()
+        page.frame_locator(LIVE_CHART).locator("#chart-map.js-plotly-plot").wait_for()
         page.wait_for_timeout(2500)
         slider = page.locator('[data-testid="stSlider"]').first
         path = out / "anomaly-slider.png"
-        made.append((path, save_small(page.screenshot(clip=clip_from(page, slider, 900)), path)))
+        # down to the map under the decisions: the slider, what it means, the counts and the hypersphere
+        made.append((path, save_small(page.screenshot(clip=clip_from(page, slider, 1300)), path)))
 
         # 3. a defect inspected on the patch run: verdict, score and where the defect is
         page.goto(f"{base}/Anomaly?run={PATCH_RUN}", wait_until="domcontentloaded")
