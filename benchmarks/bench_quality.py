@@ -4,6 +4,7 @@ app scores (mean cosine distance to the k nearest normal training embeddings). R
 
     python benchmarks/bench_quality.py                 # mnist-5k, the offline default (issue 4's grid)
     python benchmarks/bench_quality.py --data mnist    # full MNIST: the literature's protocol (issue 12)
+    python benchmarks/bench_quality.py --data mnist --first-split 3   # finish a grid stopped after split 2
 
 Full MNIST runs issue 12's grid: softmax, L2-softmax at alpha auto and 16, and triplet over all 5 splits;
 L2-softmax at alpha 4, 64 and trainable (from 16), and ArcFace on the first split.
@@ -23,6 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from core.sweepfiles import aggregate, finite_number  # noqa: E402 - needs the path set-up above
+
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 REFERENCE = {  # ../shared/reference/README.md: plain PyTorch loop, 5 splits, kNN-5 / centroid AUROC
     "softmax": "acc 0.958, AUROC 0.899 (kNN-5)",
@@ -51,6 +55,14 @@ class GridPart:
     alphas: str
     splits: int  # the first N open-set splits
     trainable: bool = False
+    first: int = 0  # resume: run splits first..splits-1 only, into their own sub-folder
+
+
+def resumed(part: GridPart, first: int) -> GridPart:
+    """The rest of a part whose first splits already ran (a grid stopped part-way)."""
+    if first <= 0 or part.splits <= first:
+        return part
+    return GridPart(f"{part.name}-from{first}", part.losses, part.alphas, part.splits, part.trainable, first)
 
 
 def grid_for(data: str, splits: int) -> list[GridPart]:
@@ -67,7 +79,8 @@ def sweep_command(args: argparse.Namespace, part: GridPart, out: Path) -> list[s
     cmd = [sys.executable, "-m", "core.sweep", "--data", args.data, "--loss", part.losses]
     cmd += ["--alphas", part.alphas] + (["--alpha-trainable"] if part.trainable else [])
     cmd += ["--mining", "semihard", "--dim", str(args.dim), "--epochs", str(args.epochs)]
-    cmd += ["--openset-splits", str(part.splits), "--seeds", args.seeds, "--projection", "none"]
+    cmd += ["--openset-splits", str(part.splits - part.first), "--seeds", args.seeds, "--projection", "none"]
+    cmd += ["--openset-first", str(part.first)] if part.first else []
     if args.max_train_samples:
         cmd += ["--max-train-samples", str(args.max_train_samples)]
     return cmd + ["--out", str(out), "--root", str(out / "runs")]
@@ -75,6 +88,18 @@ def sweep_command(args: argparse.Namespace, part: GridPart, out: Path) -> list[s
 
 def part_dir(out: Path, part: GridPart) -> Path:
     return out / part.name if part.name else out
+
+
+def part_rows(out: Path, part: GridPart) -> list[dict]:
+    """results.csv rows of a part and of its resumed rests (`main`, `main-from3`, ...)."""
+    base = part_dir(out, part)
+    dirs = [base] + (sorted(out.glob(f"{part.name}-from*")) if part.name else [])
+    rows = []
+    for d in dirs:
+        if (d / "results.csv").exists():
+            with open(d / "results.csv") as f:
+                rows += list(csv.DictReader(f))
+    return rows
 
 
 def machine() -> str:
@@ -90,11 +115,11 @@ def machine() -> str:
     return f"{platform.machine()}, {os.cpu_count()} cores, {mem}, {dev}, torch {torch.__version__}"
 
 
-def fmt(row: dict, key: str) -> str:
-    m, s = row.get(f"{key}_mean"), row.get(f"{key}_std")
-    if m in (None, "", "nan"):
+def fmt(row: dict, key: str, digits: int = 3) -> str:
+    m, s = finite_number(row.get(f"{key}_mean")), finite_number(row.get(f"{key}_std"))
+    if m is None:
         return "–"
-    return f"{float(m):.3f} ± {float(s):.3f}"
+    return f"{m:.{digits}f} ± {s or 0.0:.{digits}f}"
 
 
 def write_section(results: Path, title: str, body: str) -> None:
@@ -128,18 +153,13 @@ def table(out: Path, parts: list[GridPart]) -> list[str]:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for part in parts:
-        summary = part_dir(out, part) / "summary.csv"
-        if not summary.exists():
-            continue
-        with open(summary) as f:
-            rows = list(csv.DictReader(f))
-        for r in rows:
+        for r in aggregate(part_rows(out, part)):
             alpha = alpha_label(r, part.trainable)
             secs = r.get("train_seconds_mean")
             secs = f"{float(secs):.0f}" if secs not in (None, "", "nan") else "–"
             lines.append(
                 f"| {r['loss']} | {alpha} | {r['n']} | {fmt(r, 'test_accuracy')} | "
-                f"{fmt(r, 'precision_at_1')} | {fmt(r, 'map_at_r')} | {fmt(r, 'anomaly_auroc')} | "
+                f"{fmt(r, 'precision_at_1')} | {fmt(r, 'map_at_r')} | {fmt(r, 'anomaly_auroc', 4)} | "
                 f"{fmt(r, 'anomaly_aupr')} | {secs} |"
             )
     return lines
@@ -157,7 +177,7 @@ AdamW + one-cycle LR, light affine augmentation, precise-BN recalibration.
 - Machine: {machine()}
 - Date: {time.strftime("%Y-%m-%d")}; wall time {wall / 60:.1f} min for the whole grid
 - Command: `python benchmarks/bench_quality.py --data {args.data} --epochs {args.epochs} \
---splits {args.splits}`, which runs
+--splits {args.splits}{f" --first-split {args.first_split}" if args.first_split else ""}`, which runs
 {shown}
 
 {chr(10).join(table(out, parts))}
@@ -182,6 +202,8 @@ def main() -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--out", default=None, help="default: benchmarks/runs/quality[-mnist]")
     ap.add_argument("--max-train-samples", type=int, default=0, help="smoke runs: at most N training images")
+    ap.add_argument("--first-split", type=int, default=0, help="resume: the main part from split K on")
+    ap.add_argument("--parts", default="", help="comma-separated parts to run (default all), e.g. main")
     ap.add_argument("--collect-only", action="store_true", help="rewrite RESULTS.md from an earlier --out")
     ap.add_argument("--results", default=str(RESULTS), help="the Markdown file to write the section into")
     args = ap.parse_args()
@@ -189,7 +211,9 @@ def main() -> int:
     suffix = "" if args.data == "mnist-5k" else f"-{args.data}"
     args.out = args.out or str(ROOT / "benchmarks" / "runs" / f"quality{suffix}")
     out, parts = Path(args.out), grid_for(args.data, args.splits)
-    commands = [sweep_command(args, p, part_dir(out, p)) for p in parts]
+    wanted = args.parts.split(",") if args.parts else [p.name for p in parts]
+    chosen = [resumed(p, args.first_split) for p in parts if p.name in wanted]
+    commands = [sweep_command(args, p, part_dir(out, p)) for p in chosen]
     t0 = time.time()
     if not args.collect_only:
         for cmd in commands:

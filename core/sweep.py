@@ -253,6 +253,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--openset-splits", type=int, default=0, help="run the 6-known/4-unknown protocol over N splits"
     )
+    parser.add_argument(
+        "--openset-first", type=int, default=0, help="start at split K (0-4): run the rest of a stopped grid"
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument(
         "--root", default=None, help="checkpoints root (the app's queue); default checkpoints/"
@@ -287,13 +290,16 @@ def parse_args(argv: list[str] | None) -> tuple[argparse.Namespace, list[tuple[T
         raise ValueError("--seeds needs at least one seed")
     if not 0 <= args.openset_splits <= len(OPENSET_SPLITS):
         raise ValueError(f"--openset-splits must be between 0 and {len(OPENSET_SPLITS)}")
+    if args.openset_first and not 0 < args.openset_first + args.openset_splits <= len(OPENSET_SPLITS):
+        n = len(OPENSET_SPLITS)
+        raise ValueError(f"--openset-first plus --openset-splits must stay within the {n} splits")
     if args.openset_splits and base.data not in ("mnist-5k", "mnist"):
         raise ValueError("--openset-splits needs digit data (mnist-5k or mnist)")
     methods = parse_list(args.methods) or [base.method]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         raise ValueError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHODS)}")
-    return args, expand_grid(base, losses, alphas, seeds, args.openset_splits, methods)
+    return args, expand_grid(base, losses, alphas, seeds, args.openset_splits, methods, args.openset_first)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,12 +44,14 @@ def expand_grid(
     seeds: list[int],
     openset_splits: int = 0,
     methods: list[str] | None = None,
+    openset_first: int = 0,
 ) -> list[tuple[TrainConfig, dict]]:
     """One config per cell. Alpha only multiplies the losses that have one (L2-softmax). `methods`
-    (default: the base config's): "metric" runs the loss x alpha grid, "knn"/"patch" one cell each."""
-    splits = [(i, holdout_for_split(k)) for i, k in enumerate(OPENSET_SPLITS[:openset_splits])] or [
-        (0, list(base.holdout_classes))
-    ]
+    (default: the base config's): "metric" runs the loss x alpha grid, "knn"/"patch" one cell each.
+    `openset_first` skips the first splits, so a grid stopped part-way can run the rest under the
+    same split numbers."""
+    chosen = list(enumerate(OPENSET_SPLITS))[openset_first : openset_first + openset_splits]
+    splits = [(i, holdout_for_split(k)) for i, k in chosen] or [(0, list(base.holdout_classes))]
     methods = methods or [base.method]
     cells = _training_free_cells(base, [m for m in methods if m != "metric"], seeds, splits)
     for loss in losses if "metric" in methods else []:

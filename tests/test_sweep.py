@@ -156,10 +156,21 @@ def test_expand_grid_openset_splits() -> None:
     assert [c.holdout_classes for c, _ in sweep.expand_grid(base, ["softmax"], [], [3])] == [["9"]]
 
 
+def test_expand_grid_openset_first_runs_the_rest_of_a_stopped_grid() -> None:
+    """Splits 3 and 4 alone keep their numbers and holdouts, so their rows join the first three's."""
+    base = TrainConfig(data="mnist-5k", dim=4, epochs=1)
+    full = sweep.expand_grid(base, ["softmax"], [], [0], openset_splits=5)
+    rest = sweep.expand_grid(base, ["softmax"], [], [0], openset_splits=2, openset_first=3)
+    assert [m["split"] for _, m in rest] == [3, 4]
+    assert [c.holdout_classes for c, _ in rest] == [c.holdout_classes for c, _ in full[3:]]
+    assert [c.name for c, _ in rest] == ["sweep-softmax-s0-split3", "sweep-softmax-s0-split4"]
+
+
 BAD_INPUT = [
     ["--loss", "nosuchloss"],
     ["--loss", "l2softmax,nosuchloss"],
     ["--openset-splits", "9"],
+    ["--openset-splits", "3", "--openset-first", "3"],
     ["--alphas", "2,banana"],
     ["--seeds", "0,x"],
     ["--data", "/nonexistent/folder"],
