@@ -15,6 +15,8 @@ from skimage import draw
 
 DEFECT_KINDS = ("scratch", "spot", "crack", "stain", "missing")
 TEXTURES = ("grass", "gravel", "brick")
+MISSING_DARK, MISSING_LIGHT = 0.1, 0.9  # the backdrop seen through a missing piece
+SPLITS = ("halves", "stripes")
 
 
 @dataclass
@@ -109,8 +111,11 @@ def draw_defect(image: np.ndarray, kind: str, rng: np.random.Generator) -> tuple
     elif kind == "stain":
         tint = np.array([0.75, 0.35, 0.1], dtype=np.float32)  # rust
         out[mask] = 0.4 * out[mask] + 0.6 * tint
-    else:  # missing: a hole showing a flat background
-        out[mask] = 0.5
+    else:  # missing: a hole showing the flat backdrop behind the part
+        # The backdrop is dark behind a light surface and light behind a dark one. A fixed mid-grey
+        # hole was close to invisible on grey photographs (brick: 0-3 of 27-130 pixels changed by more
+        # than 0.1), which made some "defect" images indistinguishable from good ones.
+        out[mask] = MISSING_DARK if image[mask].mean() >= 0.5 else MISSING_LIGHT
     return out, mask
 
 
@@ -123,18 +128,23 @@ def make_inspection_set(
     kinds: tuple[str, ...] = DEFECT_KINDS,
     seed: int = 0,
     disjoint: bool = True,
+    split: str = "halves",
 ) -> InspectionSet:
-    """Crops of one photograph; test defects cycle through `kinds`. With `disjoint` the left half of
-    the photo gives the training crops and the right half the test crops, so no test image repeats a
-    training one (the halves of a photograph can differ, e.g. in perspective, which good test crops
-    then show as a shift). `disjoint=False` cuts both from the whole photograph: crops may overlap,
-    and good test crops look like the training ones, as good parts of one production line do."""
+    """Crops of one photograph; test defects cycle through `kinds`. With `disjoint`, training and
+    test crops come from separate areas, so no test image repeats a training one:
+    - split="halves": the left half gives the training crops, the right half the test crops. The halves
+      of a photograph can differ (grass: large clover leaves on the right), which good test crops then
+      show as a shift between training and test;
+    - split="stripes": vertical bands two crops wide, alternately training and test, so both sample
+      the whole photograph, as good parts of one production line do, and still never share a pixel.
+    `disjoint=False` cuts both from the whole photograph: crops may overlap."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown split '{split}'; choose one of {', '.join(SPLITS)}")
     rng = np.random.default_rng(seed)
     photo = load_photo(photo_name)
-    half = photo.shape[1] // 2
-    train_area, test_area = (photo[:, :half], photo[:, half:]) if disjoint else (photo, photo)
-    train = random_crops(train_area, n_train, size, rng)
-    test = random_crops(test_area, n_test_good + n_test_defect, size, rng)
+    train_areas, test_areas = _split_areas(photo, size, split) if disjoint else ([photo], [photo])
+    train = _crops_from_areas(train_areas, n_train, size, rng)
+    test = _crops_from_areas(test_areas, n_test_good + n_test_defect, size, rng)
     masks = np.zeros((len(test), size, size), dtype=bool)
     test_kind = ["good"] * n_test_good
     for i in range(n_test_defect):
@@ -149,6 +159,23 @@ def make_inspection_set(
         test_kind=test_kind,
         test_mask=masks,
     )
+
+
+def _split_areas(photo: np.ndarray, size: int, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """(training areas, test areas) of a photograph: its halves, or alternate bands 2 crops wide."""
+    width = photo.shape[1]
+    if split == "halves" or width < 4 * size:
+        return [photo[:, : width // 2]], [photo[:, width // 2 :]]
+    bands = [photo[:, x : x + 2 * size] for x in range(0, width - 2 * size + 1, 2 * size)]
+    return bands[0::2], bands[1::2]
+
+
+def _crops_from_areas(areas: list[np.ndarray], n: int, size: int, rng: np.random.Generator) -> np.ndarray:
+    """n random crops; one area keeps random_crops' draws (the sets made before stripes existed)."""
+    if len(areas) == 1:
+        return random_crops(areas[0], n, size, rng)
+    picks = rng.integers(0, len(areas), n)
+    return np.stack([random_crops(areas[a], 1, size, rng)[0] for a in picks])
 
 
 def texture_pair_set(
