@@ -37,7 +37,8 @@ from core.backbones import EfficientNetLite0Features, default_device, resize_bat
 from core.features import extract_features  # noqa: E402
 from core.ingest import load_image  # noqa: E402
 from core.methods import build_method  # noqa: E402
-from core.synthetic_defects import TEXTURES, make_inspection_set, write_mvtec  # noqa: E402
+from core.patchcore import PatchCoreConfig  # noqa: E402
+from core.synthetic_defects import DEFECT_KINDS, SPLITS, TEXTURES, make_inspection_set, write_mvtec  # noqa: E402
 
 SCORE_BATCH = 100
 # metric rows: (label, loss, alpha); "auto" is the paper's lower bound alpha_low for the set's classes
@@ -53,12 +54,24 @@ HEAD_EPOCHS = 30
 
 
 def load_mvtec(base: Path, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, test, test_is_defect) read from PNG files through core.ingest."""
+    """(train, test, test kind: "good" or the defect's) read from PNG files through core.ingest."""
     train_files = sorted((base / "train" / "good").glob("*.png"))
     test_files = sorted((base / "test").glob("*/*.png"))
     train = np.stack([load_image(p, size, 3) for p in train_files])
     test = np.stack([load_image(p, size, 3) for p in test_files])
-    return train, test, np.array([p.parent.name != "good" for p in test_files])
+    return train, test, np.array([p.parent.name for p in test_files])
+
+
+def auroc_per_kind(scores: np.ndarray, kinds: np.ndarray) -> dict[str, float]:
+    """AUROC of the good test images against each defect kind alone: which kind holds a set back."""
+    good = scores[kinds == "good"]
+    out = {}
+    for kind in DEFECT_KINDS:
+        bad = scores[kinds == kind]
+        if len(bad) and len(good):
+            y = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+            out[kind] = roc_pr(np.r_[good, bad], y.astype(bool))["auroc"]
+    return out
 
 
 def timed(fn, *args, **kwargs):
@@ -67,17 +80,21 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def run_method(name: str, train: np.ndarray, test: np.ndarray, y: np.ndarray, image_size: int) -> dict:
-    method = build_method(name, image_size=image_size)
+def run_method(name: str, train: np.ndarray, test: np.ndarray, kinds: np.ndarray, image_size: int) -> dict:
+    """A training-free method by name; "patch+flips" banks mirrored copies of the good images too."""
+    base, _, option = name.partition("+")
+    flips = PatchCoreConfig(image_size=image_size, flips=True) if option == "flips" else None
+    method = build_method(base, image_size=image_size, patch_config=flips)
     _, build_s = timed(method.fit, train)
     scores, _ = timed(method.score, test)
     batch = np.resize(test, (SCORE_BATCH, *test.shape[1:]))  # 100 images, repeating the test set
     _, score100_s = timed(method.score, batch)
-    curves = roc_pr(scores, y)
+    curves = roc_pr(np.asarray(scores), kinds != "good")
     return {
         "method": name,
         "auroc": curves["auroc"],
         "aupr": curves["aupr"],
+        "per_kind": auroc_per_kind(np.asarray(scores), kinds),
         "build_s": build_s,
         "score100_s": score100_s,
         "notices": "; ".join(method.notices),
@@ -197,7 +214,13 @@ def main() -> None:
     ap.add_argument("--n-test-defect", type=int, default=70)
     ap.add_argument("--patch-size", type=int, default=64, help="side of the crops cut from each photograph")
     ap.add_argument("--image-size", type=int, default=224, help="backbone input size")
-    ap.add_argument("--methods", default="metric,knn,patch")
+    ap.add_argument("--methods", default="metric,knn,patch,patch+flips")
+    ap.add_argument(
+        "--split",
+        default="stripes",
+        choices=SPLITS,
+        help="training vs test crops: alternate bands of the photo (default) or its two halves",
+    )
     ap.add_argument("--quick", action="store_true", help="smoke run: 30 train, 10+10 test, 128 px")
     ap.add_argument("--head-epochs", type=int, default=HEAD_EPOCHS, help="epochs of the metric runs' heads")
     ap.add_argument("--write", action="store_true", help="write the tables into benchmarks/RESULTS.md")
@@ -209,10 +232,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_inspection_") as tmp:
         for i, photo in enumerate(args.photos.split(",")):
             data = make_inspection_set(
-                photo, args.n_train, args.n_test_good, args.n_test_defect, args.patch_size, seed=i
+                photo,
+                args.n_train,
+                args.n_test_good,
+                args.n_test_defect,
+                args.patch_size,
+                seed=i,
+                split=args.split,
             )
             base = write_mvtec(data, Path(tmp))
-            train, test, y = load_mvtec(base, args.patch_size)
+            train, test, kinds = load_mvtec(base, args.patch_size)
             methods = args.methods.split(",")
             cells = [("metric", *cell) for cell in METRIC_CELLS] if "metric" in methods else []
             cells += [(m,) for m in methods if m != "metric"]
@@ -223,7 +252,7 @@ def main() -> None:
                         **run_metric(*cell[1:], base, Path(tmp), args.image_size, args.head_epochs),
                     }
                 else:
-                    row = {"set": photo, **run_method(cell[0], train, test, y, args.image_size)}
+                    row = {"set": photo, **run_method(cell[0], train, test, kinds, args.image_size)}
                 name = row["method"]
                 rows.append(row)
                 print(
@@ -248,7 +277,9 @@ def report(rows: list[dict], speed: dict, args: argparse.Namespace, wall_s: floa
         f"Sets: {args.photos} (scikit-image photographs), {args.patch_size}-px crops, {args.n_train} good "
         f"training images, {args.n_test_good} good + {args.n_test_defect} defect test images (scratch, spot, "
         f"crack, colour stain, missing piece), backbone input {args.image_size} px, "
-        "ImageNet-pretrained EfficientNet-Lite0.",
+        "ImageNet-pretrained EfficientNet-Lite0. Training and test crops come from "
+        + ("alternate 2-crop-wide bands" if args.split == "stripes" else "the left and right halves")
+        + " of each photograph.",
         "",
         f"`metric` rows: core.train, frozen pretrained backbone, head trained {args.head_epochs} epochs "
         "on cached features; reference classes = crops of natural photographs (one-class upload).",
@@ -261,6 +292,16 @@ def report(rows: list[dict], speed: dict, args: argparse.Namespace, wall_s: floa
             f"| {r['set']} | {r['method']} | {r['auroc']:.3f} | {r['aupr']:.3f} | "
             f"{r['build_s']:.1f} | {r['score100_s']:.1f} |"
         )
+    kinds_rows = [r for r in rows if r.get("per_kind")]
+    if kinds_rows:
+        lines += ["", "AUROC of the good test images against one defect kind at a time:", ""]
+        lines += [
+            "| set | method | " + " | ".join(DEFECT_KINDS) + " |",
+            "|---|---|" + "---|" * len(DEFECT_KINDS),
+        ]
+        for r in kinds_rows:
+            cells = " | ".join(f"{r['per_kind'].get(k, float('nan')):.3f}" for k in DEFECT_KINDS)
+            lines.append(f"| {r['set']} | {r['method']} | {cells} |")
     lines += [
         "",
         f"Feature extraction: {speed['ours_img_s']:.1f} images/s against {speed['bare_img_s']:.1f} images/s "
@@ -272,7 +313,8 @@ def report(rows: list[dict], speed: dict, args: argparse.Namespace, wall_s: floa
         f"({speed['head']['samples_per_s']:.0f} samples/s in the optimiser steps).",
         "",
         f"- Machine: {machine()}; wall time {wall_s / 60:.1f} min",
-        f"- Command: `python benchmarks/bench_inspection.py{' --quick' if args.quick else ''} --write`",
+        f"- Command: `python benchmarks/bench_inspection.py{' --quick' if args.quick else ''} "
+        f"--split {args.split} --image-size {args.image_size} --methods {args.methods} --write`",
     ]
     return "\n".join(lines)
 
