@@ -268,8 +268,10 @@ def main() -> None:
         f"epochs: {speed['head']['seconds']:.1f}s",
         flush=True,
     )
+    body = report(rows, speed, args, time.perf_counter() - t0)
+    print(body)
     if args.write:
-        write_section("Inspection methods (issue 10)", report(rows, speed, args, time.perf_counter() - t0))
+        write_section("Inspection methods (issue 10)", body)
 
 
 def report(rows: list[dict], speed: dict, args: argparse.Namespace, wall_s: float) -> str:
