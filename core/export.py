@@ -76,14 +76,9 @@ class _Features(torch.nn.Module):
         self.extractor, self.image_size, self.blocks = extractor, int(image_size), blocks
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        from core.backbones import resize_batch
-        from core.features import patch_embedding, patch_grid
+        from core.features import backbone_features
 
-        x = resize_batch(image, self.image_size)
-        if self.blocks is None:
-            return self.extractor(x)
-        maps = self.extractor.feature_maps(x, self.blocks)
-        return patch_embedding(maps, patch_grid(self.image_size)).permute(0, 2, 3, 1)
+        return backbone_features(self.extractor, image, self.image_size, self.blocks)
 
 
 def _network_and_reference(run: Run) -> tuple[torch.nn.Module, np.ndarray, str]:

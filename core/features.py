@@ -178,6 +178,18 @@ def patch_embedding(maps: Sequence[torch.Tensor], grid: tuple[int, int]) -> torc
     return torch.cat(resized, dim=1)
 
 
+def backbone_features(
+    net: torch.nn.Module, images: torch.Tensor, image_size: int, blocks: tuple[int, ...] | None
+) -> torch.Tensor:
+    """One batch through the backbone at image_size: pooled features [N, 1280] (blocks None) or the
+    patch embedding [N, h, w, D]. Extraction and the exported graph (core.export) both call this, so
+    a run and its export compute the same features."""
+    x = resize_batch(images, image_size)
+    if blocks is None:
+        return net(x)
+    return patch_embedding(net.feature_maps(x, blocks), patch_grid(image_size)).permute(0, 2, 3, 1)
+
+
 @torch.inference_mode()
 def extract_features(
     images: np.ndarray | torch.Tensor,
@@ -202,12 +214,8 @@ def extract_features(
     net = net.to(device).eval()
     out = []
     for start in range(0, len(x), batch_size):
-        batch = resize_batch(x[start : start + batch_size].to(device, torch.float32), image_size)
-        if blocks is None:
-            feats = net(batch)
-        else:
-            feats = patch_embedding(net.feature_maps(batch, blocks), patch_grid(image_size))
-            feats = feats.permute(0, 2, 3, 1)
+        batch = x[start : start + batch_size].to(device, torch.float32)
+        feats = backbone_features(net, batch, image_size, blocks)
         out.append(feats.float().cpu().numpy())
     if not out:
         raise ValueError("no images to extract features from")

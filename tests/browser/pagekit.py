@@ -21,6 +21,15 @@ CONFUSION = ("TP", "FP", "TN", "FN")
 DONE_STATES = ("completed", "failed", "cancelled")
 
 
+def plotted_point_js(trace_test: str, index: str = "0") -> str:
+    """JavaScript `gd => [x, y]`: where one point of a plotly chart is drawn, in its frame's pixels,
+    from plotly's own axes. The point is number `index` (a JS expression of the trace `t`) of the
+    first trace for which `trace_test` (a JS expression of `t`) holds."""
+    return f"""gd => {{ const t = gd._fullData.find(t => {trace_test}); const i = {index};
+    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
+    return [r.left + xa._offset + xa.l2p(xa.d2l(t.x[i])), r.top + ya._offset + ya.l2p(ya.d2l(t.y[i]))]; }}"""
+
+
 def settle(page: Page, timeout_ms: float = PAGE_TIMEOUT_MS) -> None:
     """Let a rerun start (if one is coming) and wait until the script has finished."""
     page.wait_for_timeout(300)

@@ -24,7 +24,7 @@ from core.score import score_files
 from ui.live_chart import IFRAME_SELECTOR as LIVE_CHART
 
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
-from .pagekit import PAGE_TIMEOUT_MS
+from .pagekit import PAGE_TIMEOUT_MS, plotted_point_js
 
 DIGITS_RUN = "ux-digits"
 COLLAPSED_RUN = "ux-collapsed"
@@ -175,9 +175,7 @@ def test_degenerate_run_shows_health_warning(streamlit_server, ux_runs, browser_
 
 CALLED = """gd => Object.fromEntries(gd._fullData.filter(t => (t.name || '').startsWith('called'))
     .map(t => [t.name, t.x.length]))"""
-FIRST_POINT = """gd => { const t = gd._fullData.find(t => t.name === 'called normal' && t.x.length);
-    const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis, r = gd.getBoundingClientRect();
-    return [r.left + xa._offset + xa.l2p(xa.d2l(t.x[0])), r.top + ya._offset + ya.l2p(ya.d2l(t.y[0]))]; }"""
+FIRST_POINT = plotted_point_js("t.name === 'called normal' && t.x.length")
 
 
 def test_slider_redraws_the_map_in_place_and_a_click_tells_its_story(streamlit_server, ux_runs, browser_page):

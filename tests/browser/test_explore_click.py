@@ -13,23 +13,19 @@ from playwright.sync_api import Page
 from ui.live_chart import IFRAME_SELECTOR as LIVE_CHART
 
 from . import REPO_ROOT, shot, wait_for_app, wait_for_text
+from .pagekit import PAGE_TIMEOUT_MS, plotted_point_js
 
 DEMO_RUN = "demo-l2softmax-2d"
-PAGE_TIMEOUT_MS = 120_000
 
 # The first plot holding WebGL points: Explore's embedding plot; on Anomaly, the map inside the
 # in-place charts' iframe (ui.live_chart), whose coordinates are then offset by the iframe's.
 SCATTER_PLOT_JS = """Array.from(document.querySelectorAll('.js-plotly-plot'))
   .find(gd => gd._fullData && gd._fullData.some(t => t.type === 'scattergl'))"""
-# Page coordinates of one drawn point of its first scattergl trace, from plotly's own axes.
-POINT_XY_JS = f"""() => {{
-  const gd = {SCATTER_PLOT_JS};
-  const trace = gd._fullData.find(t => t.type === 'scattergl' && t.x && t.x.length > 20);
-  const i = Math.floor(trace.x.length / 2);
-  const xa = gd._fullLayout.xaxis, ya = gd._fullLayout.yaxis;
-  const box = gd.getBoundingClientRect();
-  return {{x: box.left + xa._offset + xa.l2p(trace.x[i]), y: box.top + ya._offset + ya.l2p(trace.y[i])}};
-}}"""
+# Page coordinates of one drawn point (the middle one) of its first large scattergl trace.
+MIDDLE_POINT = plotted_point_js(
+    "t.type === 'scattergl' && t.x && t.x.length > 20", index="Math.floor(t.x.length / 2)"
+)
+POINT_XY_JS = f"() => ({MIDDLE_POINT})({SCATTER_PLOT_JS})"
 
 
 def copy_demo_run(root: Path, name: str = DEMO_RUN) -> Path:
@@ -51,9 +47,9 @@ def click_a_point(page: Page, in_live_charts: bool) -> None:
     if not in_live_charts:
         page.evaluate(f"() => ({SCATTER_PLOT_JS}).scrollIntoView({{block: 'center'}})")
     page.wait_for_timeout(1000)  # the WebGL layer paints
-    xy = frame.evaluate(POINT_XY_JS)
+    x, y = frame.evaluate(POINT_XY_JS)
     offset = page.locator(LIVE_CHART).bounding_box() if in_live_charts else {"x": 0, "y": 0}
-    page.mouse.click(offset["x"] + xy["x"], offset["y"] + xy["y"])
+    page.mouse.click(offset["x"] + x, offset["y"] + y)
 
 
 @pytest.mark.parametrize("page_name", ["Explore", "Anomaly"])
