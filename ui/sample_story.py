@@ -25,7 +25,7 @@ def one_sample(run: Run, r: int, k_nn: int, threshold: float | None = None) -> N
     score = float(run.score[r])
     threshold = run.threshold if threshold is None else float(threshold)
     decision = "anomaly" if score > threshold else "normal"
-    truth = "a held-out class (a true anomaly)" if run.anomaly[r] else "a normal class"
+    truth = "a held-out class: a true anomaly" if run.anomaly[r] else "a normal class"
     c1, c2 = st.columns([1, 5], vertical_alignment="center")
     with c1:  # an inline image, as in the galleries: no media file that a fragment rerun could drop
         show_gallery(run, [r], [""], width=112)
