@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from core import views
+from core.data import REF_PREFIX
 from core.runs import Run
 from core.views import SPLIT_NAMES, Coords
 from ui.plotly_spec import PALETTE, RawFigure, arr
@@ -25,43 +26,75 @@ def _label_position(x: float, y: float) -> str:
     return f"{vertical} {horizontal}"
 
 
+def _ray_tips(run: Run, length: float) -> list[tuple[str, list[float]]]:
+    """(class name, tip coordinates) of every class-weight ray."""
+    train_classes = run.summary.get("train_classes") or views.normal_classes(run)
+    tips = []
+    for i, seg in enumerate(views.class_rays(np.asarray(run.class_weights), length)):
+        c = int(train_classes[i]) if i < len(train_classes) else i
+        name = run.class_names[c] if 0 <= c < len(run.class_names) else str(c)
+        tips.append((str(name), [float(v) for v in seg[1]]))
+    return tips
+
+
+def _ray_lines(tips: list[tuple[str, list[float]]], dim: int, name: str, group: str, colour: str) -> dict:
+    line: dict[str, list] = {"x": [], "y": [], "z": []}
+    for _, end in tips:
+        for axis, v in zip("xyz", end):
+            line[axis] += [0.0, v, None]
+    trace = {"name": name, "hoverinfo": "skip", "legendgroup": group, "mode": "lines"}
+    if dim == 2:
+        return {
+            **trace,
+            "type": "scatter",
+            "x": line["x"],
+            "y": line["y"],
+            "line": {"color": colour, "width": 1.5},
+        }
+    return {**trace, "type": "scatter3d", **line, "line": {"color": colour, "width": 4}}
+
+
 def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
     """One line per class-weight direction and a label at every tip (drawn outside the axes' clip,
-    so a ray at the edge of the plot keeps its label)."""
+    so a ray at the edge of the plot keeps its label). The reference classes added to a one-class
+    upload get grey rays named on hover only: ten labels crowd the circle and hide the user's own."""
     cw = np.asarray(run.class_weights)
     if cw.size == 0 or cw.ndim != 2 or cw.shape[1] != dim or dim > 3:
         return []
-    train_classes = run.summary.get("train_classes") or views.normal_classes(run)
-    segs = views.class_rays(cw, length)
-    line: dict[str, list] = {"x": [], "y": [], "z": []}
-    tips: dict[str, list] = {"x": [], "y": [], "z": [], "text": [], "textposition": []}
-    for i, seg in enumerate(segs):
-        c = int(train_classes[i]) if i < len(train_classes) else i
-        name = run.class_names[c] if 0 <= c < len(run.class_names) else str(c)
-        end = [float(v) for v in seg[1]]
-        for axis, v in zip("xyz", end):
-            line[axis] += [0.0, v, None]
-            tips[axis].append(v)
-        tips["text"].append(f"w[{name}]")
-        tips["textposition"].append(_label_position(end[0], end[1]))
-    # a selection dims every trace's unselected points: the labels stay black
-    keep = {"textfont": {"color": "black"}}
-    base = {"name": "class weights", "hoverinfo": "skip", "legendgroup": "rays"}
+    tips = _ray_tips(run, length)
+    own = [t for t in tips if not t[0].startswith(REF_PREFIX)]
+    reference = [t for t in tips if t[0].startswith(REF_PREFIX)]
+    traces = [_ray_lines(own, dim, "class weights", "rays", "black")] if own else []
+    coords = {axis: [end[i] for _, end in own] for i, axis in enumerate("xyz"[:dim])}
+    text = [f"w[{name}]" for name, _ in own]
     if dim == 2:
-        lines = {**base, "type": "scatter", "mode": "lines", "x": line["x"], "y": line["y"]}
-        lines["line"] = {"color": "black", "width": 1.5}
-        labels = {**base, "type": "scatter", "mode": "text", "showlegend": False, "cliponaxis": False}
+        # a selection dims every trace's unselected points: the labels stay black
+        keep = {"textfont": {"color": "black"}}
+        labels = {"name": "class weights", "type": "scatter", "mode": "text", "showlegend": False}
+        labels.update(hoverinfo="skip", legendgroup="rays", cliponaxis=False, **coords, text=text)
         labels.update(textfont={"color": "black"}, selected=keep, unselected=keep)
-        labels.update(x=tips["x"], y=tips["y"], text=tips["text"], textposition=tips["textposition"])
+        labels["textposition"] = [_label_position(x, y) for x, y in zip(coords["x"], coords["y"])]
         # invisible points beyond the tips: the axes' autorange leaves room for the labels' text
-        room = {**base, "type": "scatter", "mode": "markers", "showlegend": False, "marker": {"opacity": 0}}
-        room.update(x=[v * LABEL_ROOM for v in tips["x"]], y=[v * LABEL_ROOM for v in tips["y"]])
-        return [lines, labels, room]
-    lines = {**base, "type": "scatter3d", "mode": "lines", "x": line["x"], "y": line["y"], "z": line["z"]}
-    lines["line"] = {"color": "black", "width": 4}
-    labels = {**base, "type": "scatter3d", "mode": "text", "showlegend": False}
-    labels.update(x=tips["x"], y=tips["y"], z=tips["z"], text=tips["text"])
-    return [lines, labels]
+        room = {"type": "scatter", "mode": "markers", "showlegend": False, "hoverinfo": "skip"}
+        room.update(marker={"opacity": 0}, x=[v * LABEL_ROOM for v in coords["x"]])
+        room.update(y=[v * LABEL_ROOM for v in coords["y"]], name="class weights")
+        traces += [labels, room] if own else []
+    elif own:
+        labels = {"name": "class weights", "type": "scatter3d", "mode": "text", "showlegend": False}
+        traces.append({**labels, "hoverinfo": "skip", **coords, "text": text})
+    if reference:
+        traces += _reference_rays(reference, dim)
+    return traces
+
+
+def _reference_rays(tips: list[tuple[str, list[float]]], dim: int) -> list[dict]:
+    """Grey rays of the reference classes, and a marker at each tip that names it on hover."""
+    name = "reference classes (hover a tip)"
+    coords = {axis: [end[i] for _, end in tips] for i, axis in enumerate("xyz"[:dim])}
+    marks = {"name": name, "legendgroup": "reference rays", "showlegend": False, "mode": "markers", **coords}
+    marks.update(type="scatter" if dim == 2 else "scatter3d", hoverinfo="text")
+    marks.update(text=[f"w[{n}]" for n, _ in tips], marker={"color": "#999999", "size": 5})
+    return [_ray_lines(tips, dim, name, "reference rays", "#aaaaaa"), marks]
 
 
 def circle_trace(radius: float) -> dict:
