@@ -37,7 +37,6 @@ from core.backbones import EfficientNetLite0Features, default_device, resize_bat
 from core.features import extract_features  # noqa: E402
 from core.ingest import load_image  # noqa: E402
 from core.methods import build_method  # noqa: E402
-from core.patchcore import PatchCoreConfig  # noqa: E402
 from core.synthetic_defects import DEFECT_KINDS, SPLITS, TEXTURES, make_inspection_set, write_mvtec  # noqa: E402
 
 SCORE_BATCH = 100
@@ -81,10 +80,7 @@ def timed(fn, *args, **kwargs):
 
 
 def run_method(name: str, train: np.ndarray, test: np.ndarray, kinds: np.ndarray, image_size: int) -> dict:
-    """A training-free method by name; "patch+flips" banks mirrored copies of the good images too."""
-    base, _, option = name.partition("+")
-    flips = PatchCoreConfig(image_size=image_size, flips=True) if option == "flips" else None
-    method = build_method(base, image_size=image_size, patch_config=flips)
+    method = build_method(name, image_size=image_size)
     _, build_s = timed(method.fit, train)
     scores, _ = timed(method.score, test)
     batch = np.resize(test, (SCORE_BATCH, *test.shape[1:]))  # 100 images, repeating the test set
@@ -214,7 +210,7 @@ def main() -> None:
     ap.add_argument("--n-test-defect", type=int, default=70)
     ap.add_argument("--patch-size", type=int, default=64, help="side of the crops cut from each photograph")
     ap.add_argument("--image-size", type=int, default=224, help="backbone input size")
-    ap.add_argument("--methods", default="metric,knn,patch,patch+flips")
+    ap.add_argument("--methods", default="metric,knn,patch")
     ap.add_argument(
         "--split",
         default="stripes",

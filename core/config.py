@@ -83,10 +83,6 @@ class TrainConfig:
     )
     # patch: the memory bank keeps 10 % of the good patches, at most this many (core.patchcore's default)
     patch_bank: int = opt(5000, "patch: at most N patches in the memory bank (fewer: smaller, faster)")
-    patch_flips: bool = opt(
-        False,
-        "patch: also bank the good images mirrored (surfaces that look the same mirrored, e.g. textures)",
-    )
     image_size: int | None = opt(None)
     augment: bool = opt(True)
     k: int = opt(DEFAULT_K, "neighbours for the anomaly score")

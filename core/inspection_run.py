@@ -51,8 +51,7 @@ def _knn_rows(method: KnnFeatures, splits: Sequence[SplitLike], normal_train: np
 
 def _patch_rows(method: PatchCore, splits: Sequence[SplitLike], normal_train: np.ndarray):
     grids = np.concatenate([method.patch_features(s.x) for s in splits])
-    good_images = splits[0].x[normal_train[: len(splits[0].y)]] if method.config.flips else None
-    method.fit(images=good_images, features=grids[normal_train])
+    method.fit(features=grids[normal_train])
     distances = method.patch_distances(features=grids)
     return grids.mean(axis=(1, 2)), distances.max(axis=(1, 2)), distances
 

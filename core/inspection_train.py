@@ -90,9 +90,7 @@ def train_training_free(
     """Fit and score a knn/patch run, write its arrays; returns (metrics, embeddings arrays, seconds)."""
     t0 = time.time()
     size = method_image_size(config)
-    patch_config = PatchCoreConfig(
-        image_size=size, pretrained=config.pretrained, max_bank=config.patch_bank, flips=config.patch_flips
-    )
+    patch_config = PatchCoreConfig(image_size=size, pretrained=config.pretrained, max_bank=config.patch_bank)
     method = build_method(
         config.method, size, config.pretrained, config.k, device=device, patch_config=patch_config
     )

@@ -36,10 +36,6 @@ class PatchCoreConfig:
     pretrained: bool = True
     seed: int = 0
     batch_size: int = 16
-    # Also bank every good image mirrored left-right, up-down and both. For surfaces that look the same
-    # mirrored (textures: grass +0.02 AUROC in benchmarks/RESULTS.md); never for parts whose
-    # orientation matters (a nut upside down, mirrored print), where it would hide those defects.
-    flips: bool = False
 
 
 def greedy_coreset(
@@ -159,21 +155,11 @@ class PatchCore:
     def bank_size(self, n_patches: int) -> int:
         return max(1, min(self.config.max_bank, int(np.ceil(self.config.coreset_ratio * n_patches))))
 
-    def mirrored_features(self, images: np.ndarray | torch.Tensor) -> np.ndarray:
-        """Patch embeddings [3N, h, w, D] of the images flipped left-right, up-down and both."""
-        t = torch.as_tensor(images)  # same dtype as given: patch_features converts it as for the originals
-        return self.patch_features(torch.cat([t.flip(-1), t.flip(-2), t.flip(-1, -2)]))
-
     def fit(
         self, images: np.ndarray | torch.Tensor | None = None, features: np.ndarray | None = None
     ) -> PatchCore:
-        """Build the memory bank from good images (or their precomputed patch features; with
-        config.flips, pass the images too: mirrored features come from mirrored images)."""
+        """Build the memory bank from good images (or their precomputed patch features)."""
         feats = self.patch_features(images) if features is None else np.asarray(features, dtype=np.float32)
-        if self.config.flips:
-            if images is None:
-                raise ValueError("a memory bank with flips needs the good images, not only their features")
-            feats = np.concatenate([feats, self.mirrored_features(images)])
         flat = feats.reshape(-1, feats.shape[-1])
         keep = greedy_coreset(
             flat, self.bank_size(len(flat)), self.config.projection_dim, self.config.seed, self.device

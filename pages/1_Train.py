@@ -251,7 +251,6 @@ def start_run(choice: DataChoice, model: ModelChoice, knobs: LossChoice, setting
         arch=model.arch,
         pretrained=bool(model.pretrained),
         finetune_blocks=int(model.finetune_blocks),
-        patch_flips=bool(model.patch_flips),
         **settings,
     )
     try:

@@ -1,6 +1,5 @@
 """Run-directory arrays of the training-free methods match the metric runs' embeddings.npz format."""
 
-from dataclasses import replace
 from types import SimpleNamespace
 
 import numpy as np
@@ -89,25 +88,3 @@ def test_too_few_normal_images_is_one_clear_error(splits, extractor):
     method = KnnFeatures(image_size=SIZE, device="cpu", extractor=extractor)
     with pytest.raises(ValueError, match="at least 2 normal training images"):
         training_free_arrays(method, train, val, test, ["good", "ref", "defect"], normal_classes=[5])
-
-
-def test_patch_flips_bank_the_mirrored_normal_images(splits, extractor):
-    """With flips, a mirrored good training image is in the bank (its patches match, distance ~0);
-    without them the same mirrored image is clearly farther. Reference rows stay out of the bank."""
-    train = splits[0]
-    every_patch = PatchCoreConfig(image_size=SIZE, coreset_ratio=1.0, max_bank=10**6)
-    plain = PatchCore(every_patch, device="cpu", extractor=extractor)
-    training_free_arrays(plain, *splits, ["good", "ref:photos", "defect"], [0])
-    flips = PatchCore(replace(every_patch, flips=True), device="cpu", extractor=extractor)
-    arrays = training_free_arrays(flips, *splits, ["good", "ref:photos", "defect"], [0])
-    n_good = int((train.y == 0).sum())
-    assert plain.n_good_patches == n_good * (SIZE // 8) ** 2
-    assert flips.n_good_patches == 4 * plain.n_good_patches
-    for mirrored in (train.x[:3, :, :, ::-1], train.x[:3, :, ::-1, :]):
-        on_bank = flips.score(np.ascontiguousarray(mirrored))
-        assert on_bank.max() < 1e-3
-        assert plain.score(np.ascontiguousarray(mirrored)).min() > 100 * on_bank.max()
-    restored = PatchCore.from_arrays(arrays.method, device="cpu")
-    assert restored.config.flips is True and restored.config == flips.config
-    with pytest.raises(ValueError, match="needs the good images"):
-        PatchCore(replace(every_patch, flips=True), device="cpu").fit(features=np.zeros((1, 2, 2, 3)))

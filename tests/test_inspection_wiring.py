@@ -199,19 +199,6 @@ def test_cli_knn_run_completes_through_run_job(mvtec, tmp_path):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
-def test_cli_patch_run_with_flips_banks_four_views_of_each_good_image(mvtec, patch_run, tmp_path):
-    run_dir = tmp_path / "cli-patch-flips"
-    argv = ["--data", str(mvtec), "--data-root", str(tmp_path / "root"), "--image-size", str(SIZE)]
-    argv += ["--method", "patch", "--patch-flips", "--projection", "none", "--run-dir", str(run_dir)]
-    assert main([*argv, "--quiet"]) == 0
-    with (
-        np.load(run_dir / "method.npz", allow_pickle=False) as flipped,
-        np.load(patch_run[0] / "method.npz", allow_pickle=False) as plain,
-    ):
-        assert bool(flipped["config_flips"]) and not bool(plain.get("config_flips", False))
-        assert int(flipped["n_good_patches"]) == 4 * int(plain["n_good_patches"])
-
-
 def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_path):
     import csv
     import io

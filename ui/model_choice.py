@@ -36,7 +36,6 @@ class ModelChoice:
     arch: str = "auto"
     pretrained: bool = True
     finetune_blocks: int = 0
-    patch_flips: bool = False
 
     @property
     def trains_embedding(self) -> bool:
@@ -111,15 +110,4 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
                 else f"Unfreezes the last {choice.finetune_blocks} block(s), with augmentation: "
                 "slower (minutes on a CPU; CUDA is used when present)."
             )
-    if choice.method == "patch":
-        choice.patch_flips = c3.toggle(
-            "Mirrored copies",
-            value=defaults.patch_flips,
-            key="patch_flips",
-            help="Also keep the good images mirrored in the memory bank (4x the build time).",
-        )
-        c3.caption(
-            "For surfaces that look the same mirrored, such as textures: fewer false alarms. "
-            "Leave off when orientation matters (print, a part upside down)."
-        )
     return choice

@@ -144,16 +144,11 @@ def test_photo_upload_defaults_to_pretrained_backbone_at_224(checkpoints_root, a
     at.radio(key="method").set_value("patch").run()
     _ok(at)
     assert any("trains nothing" in c.value for c in at.caption)
-    # mirrored copies in the bank: off by default (orientation can matter), explained, and submitted
-    assert at.toggle(key="patch_flips").value is False
-    assert any("Leave off when orientation matters" in c.value for c in at.caption)
-    at.toggle(key="patch_flips").set_value(True).run()
     at.button(key="start").click().run()
     _ok(at)
     (run,) = jobs.list_runs(checkpoints_root)
     cfg = read_json(checkpoints_root / run["run_id"] / "config.json")
     assert (cfg["method"], cfg["arch"], cfg["image_size"]) == ("patch", "efficientnet-lite0", 224)
-    assert cfg["patch_flips"] is True
     jobs.cancel(run["run_id"], checkpoints_root)
     assert upload_name(cfg["data"]) == "bottles.zip"
 
