@@ -37,6 +37,11 @@ def _ray_tips(run: Run, length: float) -> list[tuple[str, list[float]]]:
     return tips
 
 
+def _tip_coords(tips: list[tuple[str, list[float]]], dim: int) -> dict[str, list[float]]:
+    """The tips as plotly's x, y (and z) lists."""
+    return {axis: [end[i] for _, end in tips] for i, axis in enumerate("xyz"[:dim])}
+
+
 def _ray_lines(tips: list[tuple[str, list[float]]], dim: int, name: str, group: str, colour: str) -> dict:
     line: dict[str, list] = {"x": [], "y": [], "z": []}
     for _, end in tips:
@@ -65,7 +70,7 @@ def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
     own = [t for t in tips if not t[0].startswith(REF_PREFIX)]
     reference = [t for t in tips if t[0].startswith(REF_PREFIX)]
     traces = [_ray_lines(own, dim, "class weights", "rays", "black")] if own else []
-    coords = {axis: [end[i] for _, end in own] for i, axis in enumerate("xyz"[:dim])}
+    coords = _tip_coords(own, dim)
     text = [f"w[{name}]" for name, _ in own]
     if dim == 2:
         # a selection dims every trace's unselected points: the labels stay black
@@ -90,7 +95,7 @@ def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
 def _reference_rays(tips: list[tuple[str, list[float]]], dim: int) -> list[dict]:
     """Grey rays of the reference classes, and a marker at each tip that names it on hover."""
     name = "reference classes (hover a tip)"
-    coords = {axis: [end[i] for _, end in tips] for i, axis in enumerate("xyz"[:dim])}
+    coords = _tip_coords(tips, dim)
     marks = {"name": name, "legendgroup": "reference rays", "showlegend": False, "mode": "markers", **coords}
     marks.update(type="scatter" if dim == 2 else "scatter3d", hoverinfo="text")
     marks.update(text=[f"w[{n}]" for n, _ in tips], marker={"color": "#999999", "size": 5})
