@@ -83,14 +83,15 @@ def run_method(name: str, train: np.ndarray, test: np.ndarray, kinds: np.ndarray
     method = build_method(name, image_size=image_size)
     _, build_s = timed(method.fit, train)
     scores, _ = timed(method.score, test)
+    scores = np.asarray(scores)
     batch = np.resize(test, (SCORE_BATCH, *test.shape[1:]))  # 100 images, repeating the test set
     _, score100_s = timed(method.score, batch)
-    curves = roc_pr(np.asarray(scores), kinds != "good")
+    curves = roc_pr(scores, kinds != "good")
     return {
         "method": name,
         "auroc": curves["auroc"],
         "aupr": curves["aupr"],
-        "per_kind": auroc_per_kind(np.asarray(scores), kinds),
+        "per_kind": auroc_per_kind(scores, kinds),
         "build_s": build_s,
         "score100_s": score100_s,
         "notices": "; ".join(method.notices),

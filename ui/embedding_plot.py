@@ -72,7 +72,7 @@ def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
     traces = [_ray_lines(own, dim, "class weights", "rays", "black")] if own else []
     coords = _tip_coords(own, dim)
     text = [f"w[{name}]" for name, _ in own]
-    if dim == 2:
+    if own and dim == 2:
         # a selection dims every trace's unselected points: the labels stay black
         keep = {"textfont": {"color": "black"}}
         labels = {"name": "class weights", "type": "scatter", "mode": "text", "showlegend": False}
@@ -83,7 +83,7 @@ def _ray_traces(run: Run, length: float, dim: int) -> list[dict]:
         room = {"type": "scatter", "mode": "markers", "showlegend": False, "hoverinfo": "skip"}
         room.update(marker={"opacity": 0}, x=[v * LABEL_ROOM for v in coords["x"]])
         room.update(y=[v * LABEL_ROOM for v in coords["y"]], name="class weights")
-        traces += [labels, room] if own else []
+        traces += [labels, room]
     elif own:
         labels = {"name": "class weights", "type": "scatter3d", "mode": "text", "showlegend": False}
         traces.append({**labels, "hoverinfo": "skip", **coords, "text": text})
