@@ -6,6 +6,8 @@ Writes into the output folder:
 - `reference_embeddings.npy`: the run's normal training embeddings, what core.score compares to
   (patch runs: `memory_bank.npy`, the patch memory bank, and the network outputs patch embeddings
   [N, h, w, D]; knn runs: the network is the pretrained backbone's pooled features);
+- patch runs: `map_operator.npy`, the matrix M that turns a patch-distance grid g into the anomaly
+  map M @ g @ M.T (upsampling and Gaussian smoothing), whose peak is the image score;
 - `scoring.json`: threshold, k, the score's definition and the preprocessing, exactly as core.score
   does it (core.ingest.load_image);
 - `score_exported.py`: a standalone scorer that needs only numpy, Pillow and onnxruntime (torch
@@ -34,6 +36,7 @@ FORMATS = ("onnx", "torchscript")
 MODEL_FILES = {"onnx": "embedding.onnx", "torchscript": "embedding.torchscript.pt"}
 REFERENCE_FILE = "reference_embeddings.npy"
 BANK_FILE = "memory_bank.npy"
+MAP_OPERATOR_FILE = "map_operator.npy"
 SCORING_FILE = "scoring.json"
 SCRIPT_FILE = "score_exported.py"
 SCRIPT_TEMPLATE = Path(__file__).with_name("export_template") / SCRIPT_FILE
@@ -41,6 +44,8 @@ INPUT_NAME, OUTPUT_NAME, PATCH_OUTPUT_NAME = "image", "embedding", "patches"
 SCORE_RULES = {
     "metric": "mean over the k nearest reference embeddings of the cosine distance 1 - cos, clipped at 0",
     "patch": "largest over the image's patches of the Euclidean distance to the nearest memory-bank row",
+    "patch_map": "peak of the anomaly map M @ g @ M.T (M: map_operator.npy), where g is the grid of the "
+    "image's patch distances to their nearest memory-bank rows",
 }
 
 
@@ -81,20 +86,28 @@ class _Features(torch.nn.Module):
         return backbone_features(self.extractor, image, self.image_size, self.blocks)
 
 
-def _network_and_reference(run: Run) -> tuple[torch.nn.Module, np.ndarray, str]:
-    """(network to export, the array it is compared to, the method) for any method's run."""
+def _network_and_reference(run: Run) -> tuple[torch.nn.Module, np.ndarray, str, dict[str, np.ndarray]]:
+    """(network to export, the array it is compared to, the method, further arrays to save by file
+    name) for any method's run."""
     from core.method_scoring import _extractor, knn_image_size, load_patchcore, run_method
 
     method = run_method(run)
     if method == "metric":
-        return _Embedder(load_run_model(run.run_dir)), _reference_embeddings(run), method
+        return _Embedder(load_run_model(run.run_dir)), _reference_embeddings(run), method, {}
     if method == "knn":
         size = knn_image_size(run)
         extractor = _extractor(bool(run.summary.get("pretrained", True)), size)
-        return _Features(extractor, size, None), _reference_embeddings(run), method
+        return _Features(extractor, size, None), _reference_embeddings(run), method, {}
+    from core.features import patch_grid
+    from core.patchcore import map_operator
+
     patchcore = load_patchcore(run)
     cfg = patchcore.config
-    return _Features(patchcore._net(), cfg.image_size, tuple(cfg.blocks)), patchcore.bank, method
+    extras = {}
+    if cfg.score_from_map:
+        cells = patch_grid(cfg.image_size)[0]
+        extras[MAP_OPERATOR_FILE] = map_operator(cells, cfg.image_size, cfg.sigma)
+    return _Features(patchcore._net(), cfg.image_size, tuple(cfg.blocks)), patchcore.bank, method, extras
 
 
 def preprocessing(run: Run) -> dict:
@@ -165,8 +178,11 @@ def _export_torchscript(
     return "torch.jit.trace"
 
 
-def _scoring_config(run: Run, fmt: str, exporter: str, reference: np.ndarray, method: str) -> dict:
+def _scoring_config(
+    run: Run, fmt: str, exporter: str, reference: np.ndarray, method: str, extras: dict[str, np.ndarray]
+) -> dict:
     patch = method == "patch"
+    rule = ("patch_map" if MAP_OPERATOR_FILE in extras else "patch") if patch else "metric"
     return {
         "run": run.name,
         "method": method,
@@ -179,7 +195,8 @@ def _scoring_config(run: Run, fmt: str, exporter: str, reference: np.ndarray, me
         "threshold": run.threshold,  # a saved threshold.json wins over summary.json, as in core.score
         "threshold_source": "threshold.json" if saved_threshold(run.run_dir) is not None else "summary.json",
         "k": min(int(run.summary.get("k", 5)), len(reference)),
-        "score": SCORE_RULES["patch" if patch else "metric"] + "; score > threshold means anomaly",
+        "score": SCORE_RULES[rule] + "; score > threshold means anomaly",
+        "map_operator_file": MAP_OPERATOR_FILE if MAP_OPERATOR_FILE in extras else None,
         "preprocessing": preprocessing(run),
         "loss": run.summary.get("loss"),
         "alpha": run.summary.get("alpha"),
@@ -197,7 +214,7 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path | None = None)
     if not Path(run_dir).is_dir():
         raise ExportError(f"run directory not found: {run_dir}")
     run = load_run(run_dir)
-    network, reference, method = _network_and_reference(run)
+    network, reference, method, extras = _network_and_reference(run)
     prep = preprocessing(run)
     out = Path(out_dir) if out_dir else Path(run_dir) / f"export-{fmt}"
     try:
@@ -213,7 +230,9 @@ def export_run(run_dir: str | Path, fmt: str, out_dir: str | Path | None = None)
             exporter = export(network.eval(), example, staging / MODEL_FILES[fmt], method == "patch")
         reference_file = BANK_FILE if method == "patch" else REFERENCE_FILE
         np.save(staging / reference_file, reference.astype(np.float32), allow_pickle=False)
-        write_json(staging / SCORING_FILE, _scoring_config(run, fmt, exporter, reference, method))
+        for name, array in extras.items():
+            np.save(staging / name, array, allow_pickle=False)
+        write_json(staging / SCORING_FILE, _scoring_config(run, fmt, exporter, reference, method, extras))
         shutil.copyfile(SCRIPT_TEMPLATE, staging / SCRIPT_FILE)
         files = []
         for f in sorted(staging.iterdir()):  # the ONNX exporter may add an external-weights file

@@ -53,7 +53,7 @@ def _patch_rows(method: PatchCore, splits: Sequence[SplitLike], normal_train: np
     grids = np.concatenate([method.patch_features(s.x) for s in splits])
     method.fit(features=grids[normal_train])
     distances = method.patch_distances(features=grids)
-    return grids.mean(axis=(1, 2)), distances.max(axis=(1, 2)), distances
+    return grids.mean(axis=(1, 2)), method.image_scores(distances), distances
 
 
 def training_free_arrays(

@@ -3,8 +3,9 @@
 - `metric`: the run's model.pt embeds the images; kNN cosine distance to the normal training rows.
 - `knn`: the pretrained EfficientNet-Lite0's pooled features are the embedding; the same kNN rule.
 - `patch`: the memory bank of method.npz (`PatchCore.from_arrays`, read with allow_pickle=False); the
-  score is the largest patch distance, and the anomaly map is the patch-distance grid upsampled to the
-  image and smoothed (core.patchcore.distance_maps_to_images), in the scores' units. Neighbours (for
+  anomaly map is the patch-distance grid upsampled to the image and smoothed
+  (core.patchcore.distance_maps_to_images), in the scores' units, and the score is its peak at the
+  input size (`PatchCore.image_scores`). Neighbours (for
   display) come from the grid-averaged patch embedding, as embeddings.npz stores it."""
 
 from __future__ import annotations
@@ -99,5 +100,5 @@ def score_images(run: Run, images: np.ndarray, k: int | None = None, with_maps: 
         cfg = patchcore.config
         out_hw = (int(images.shape[-2]), int(images.shape[-1]))
         maps = distance_maps_to_images(distances, cfg.image_size, out_hw, cfg.sigma).astype(np.float32)
-    scores = distances.max(axis=(1, 2))
+    scores = patchcore.image_scores(distances)
     return Scored(emb, scores, nn_rows, nn_dist, maps, list(patchcore.notices))

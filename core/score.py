@@ -161,8 +161,9 @@ def score_uploads(
     image, coords, error, heatmap, notices}. A file that cannot be used gets score None, decision
     "error" and a one-line ``error``. ``heatmap``: patch runs only (else None), float32 [S, S] at the
     size of ``image`` (the run's input size), patch distances upsampled and Gaussian-smoothed (sigma 4
-    px at the backbone's input size), in the score's and threshold's units (its maximum is at most the
-    score). ``notices``: one-line notes of the scoring (e.g. images upsampled for the patch grid)."""
+    px at the backbone's input size), in the score's and threshold's units (its peak is the score, up
+    to the resizing to ``image``'s size). ``notices``: one-line notes of the scoring (e.g. images
+    upsampled for the patch grid)."""
     rows, loaded = _load_uploads(run, files, threshold, Path(root))
     if not loaded:
         return rows

@@ -89,7 +89,9 @@ def defect_mask(kind: str, size: int, rng: np.random.Generator) -> np.ndarray:
         mask[rr, cc] = True
     elif kind == "missing":
         centre = rng.integers(lo, hi, 2)
-        angles = np.sort(rng.uniform(0, 2 * np.pi, 5))
+        # corners spread round the centre (a jittered pentagon): five angles drawn independently could
+        # bunch on one side and leave a sliver of 10-25 pixels, which is no missing piece
+        angles = (np.arange(5) + rng.uniform(-0.3, 0.3, 5)) * (2 * np.pi / 5)
         radii = size * rng.uniform(0.08, 0.15, 5)
         rr, cc = draw.polygon(
             centre[0] + radii * np.sin(angles), centre[1] + radii * np.cos(angles), mask.shape

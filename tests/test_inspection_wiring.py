@@ -211,7 +211,13 @@ def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_
     run_dir, _ = patch_run
     result = export_run(run_dir, "onnx", tmp_path / "export")
     names = {f.name for f in result.files}
-    assert {"embedding.onnx", "memory_bank.npy", "scoring.json", "score_exported.py"} <= names
+    assert {
+        "embedding.onnx",
+        "memory_bank.npy",
+        "map_operator.npy",
+        "scoring.json",
+        "score_exported.py",
+    } <= names
     cfg = json.loads((result.out_dir / "scoring.json").read_text())
     assert cfg["method"] == "patch" and cfg["output_name"] == "patches"
     assert cfg["preprocessing"]["inside_graph"].startswith("ImageNet normalisation")

@@ -1,8 +1,9 @@
 """Score images against an exported run: python score_exported.py IMAGE... -> CSV path,score,decision.
 
 Needs numpy, Pillow and onnxruntime (torch instead, for a TorchScript export). The preprocessing, k,
-threshold and method (metric/knn: kNN cosine to reference embeddings; patch: largest patch distance to
-a memory bank) come from scoring.json beside this file; they repeat what the project's core.score does."""
+threshold and method (metric/knn: kNN cosine to reference embeddings; patch: peak of the smoothed map
+of patch distances to a memory bank) come from scoring.json beside this file; they repeat what the
+project's core.score does."""
 
 import csv
 import json
@@ -76,13 +77,16 @@ def knn_scores(emb: np.ndarray, reference: np.ndarray) -> np.ndarray:
 
 
 def patch_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
-    """Largest patch distance to the nearest memory-bank row (patch runs), one image at a time."""
+    """Patch runs, one image at a time: each patch's distance to its nearest memory-bank row; the score
+    is the peak of the anomaly map M @ grid @ M.T (older runs without map_operator.npy: the largest)."""
+    op = np.load(HERE / CFG["map_operator_file"]) if CFG.get("map_operator_file") else None
     bank_sq = (bank**2).sum(axis=1)
     scores = []
     for grid in patches.astype(np.float64):
         q = grid.reshape(-1, grid.shape[-1])
         sq = (q**2).sum(axis=1, keepdims=True) - 2.0 * q @ bank.T + bank_sq
-        scores.append(np.sqrt(np.clip(sq.min(axis=1), 0.0, None)).max())
+        dist = np.sqrt(np.clip(sq.min(axis=1), 0.0, None)).reshape(grid.shape[:2])
+        scores.append((op @ dist @ op.T).max() if op is not None else dist.max())
     return np.array(scores)
 
 

@@ -155,7 +155,7 @@ def test_train_metric_and_patch_runs_then_inspect_a_defect(
     assert figure["traces"] == ["heatmap"] and figure["images"] == 1, figure
     assert figure["colorbar"] and "threshold" in figure["colorbarTitle"], figure
     # the map is drawn in multiples of the threshold (not in score units): near or above 1 at the defect,
-    # at most score / threshold (the score is the largest patch distance; the map is smoothed)
+    # about score / threshold (the score is the peak of this map at the input size, which is resized here)
     assert 0.5 < figure["zmax"] <= 1.01 * float(score) / float(threshold), (figure["zmax"], score, threshold)
     page.wait_for_timeout(1000)
     shot(page, "inspection-4-defect-map", full_page=False)
