@@ -43,7 +43,7 @@ class FeatureSpec:
 
     arch: str = ARCH
     image_size: int = DEFAULT_IMAGE_SIZE
-    layers: str = "global"  # "global" (pooled) or "patch:2,4" (PatchCore-style patch embedding)
+    layers: str = "global"  # "global" (pooled) or "patch:1,2,4" (PatchCore-style patch embedding)
     pretrained: bool = True
 
 

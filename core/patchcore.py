@@ -2,7 +2,7 @@
 Detection", 2022) on the pretrained EfficientNet-Lite0's mid-level feature maps.
 
 Fit: patch embeddings of the good images (core.features.patch_embedding: 3x3-averaged stride-4 and
-stride-8 maps of blocks 2 and 4, on the stride-8 grid) form a memory bank, subsampled by greedy
+stride-8 maps of blocks 1, 2 and 4, on the stride-8 grid) form a memory bank, subsampled by greedy
 k-center coreset selection (on a random projection when that is smaller, for speed) to a bounded size.
 Score: each test patch's Euclidean distance to its nearest bank patch. The anomaly map is that
 patch-distance grid upsampled (bilinear) to the backbone's input size and smoothed with a Gaussian

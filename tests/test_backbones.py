@@ -50,7 +50,8 @@ def test_feature_shapes_and_grayscale_equals_repeated_rgb(pretrained_features):
         maps = pretrained_features.feature_maps(gray)
     assert pooled_gray.shape == (2, GLOBAL_DIM)
     torch.testing.assert_close(pooled_gray, pooled_rgb)
-    assert [tuple(m.shape) for m in maps] == [(2, 24, 32, 32), (2, 40, 16, 16)]  # stride 4 and 8
+    # blocks 1 and 2 (stride 4) and 4 (stride 8)
+    assert [tuple(m.shape) for m in maps] == [(2, 24, 32, 32), (2, 24, 32, 32), (2, 40, 16, 16)]
 
 
 def test_embedding_is_frozen_by_default_and_finetune_unfreezes_last_blocks():

@@ -132,10 +132,12 @@ def test_pickled_cache_file_is_never_unpickled(tmp_path):
 def test_patch_features_shape_and_upsample_notice(extractor):
     images = np.random.default_rng(0).random((2, 3, 40, 40), dtype=np.float32)
     feats = extract_features(images, patch_layers(), SIZE, extractor=extractor, device="cpu")
-    assert feats.shape == (2, SIZE // 8, SIZE // 8, 24 + 40)  # blocks 2 and 4 on the stride-8 grid
+    assert feats.shape == (2, SIZE // 8, SIZE // 8, 24 + 24 + 40)  # blocks 1, 2 and 4 on the stride-8 grid
     # a saved run's older blocks (stride 8 and 16) keep the stride-8 grid they were built on
     older = extract_features(images, patch_layers((4, 10)), SIZE, extractor=extractor, device="cpu")
     assert older.shape == (2, SIZE // 8, SIZE // 8, 40 + 112)
+    previous = extract_features(images, patch_layers((2, 4)), SIZE, extractor=extractor, device="cpu")
+    assert previous.shape == (2, SIZE // 8, SIZE // 8, 24 + 40)
     assert "40x40 px were upsampled to 64x64" in upsample_notice(40, 40, SIZE)
     assert upsample_notice(64, 80, SIZE) is None
     with pytest.raises(ValueError, match="layer set"):

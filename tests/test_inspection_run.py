@@ -70,7 +70,7 @@ def test_knn_arrays_score_like_core_score(splits, extractor):
 def test_patch_arrays_with_maps_of_the_test_rows(splits, extractor):
     method = PatchCore(PatchCoreConfig(image_size=SIZE), device="cpu", extractor=extractor)
     arrays = training_free_arrays(method, *splits, ["good", "ref:photos", "defect"], [0])
-    _check_format(arrays, splits, 24 + 40)
+    _check_format(arrays, splits, 24 + 24 + 40)  # blocks 1, 2 and 4
     e, maps = arrays.embeddings, arrays.patch_maps
     test_rows = np.flatnonzero(e["split"] == 2)
     assert maps["row"].tolist() == test_rows.tolist()

@@ -146,7 +146,7 @@ def test_knn_run_scores_like_core_score(mvtec, tmp_path):
 
 def test_patch_run_writes_maps_and_scores_like_core_score(patch_run):
     run_dir, summary = patch_run
-    assert summary["method"] == "patch" and summary["dim"] == 64
+    assert summary["method"] == "patch" and summary["dim"] == 24 + 24 + 40  # blocks 1, 2 and 4
     with np.load(run_dir / "patch_maps.npz", allow_pickle=False) as z:
         assert z["distances"].shape == (10, SIZE // 8, SIZE // 8)
     with np.load(run_dir / "embeddings.npz", allow_pickle=False) as z:
