@@ -5,8 +5,8 @@
 - `patch`: the memory bank of method.npz (`PatchCore.from_arrays`, read with allow_pickle=False); the
   anomaly map is the patch-distance grid upsampled to the image and smoothed
   (core.patchcore.distance_maps_to_images), in the scores' units, and the score is its peak at the
-  input size (`PatchCore.image_scores`). Neighbours (for
-  display) come from the grid-averaged patch embedding, as embeddings.npz stores it."""
+  input size (`PatchCore.image_scores`). Neighbours (for display) come from the grid-averaged patch
+  embedding, as embeddings.npz stores it."""
 
 from __future__ import annotations
 
