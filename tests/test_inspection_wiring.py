@@ -199,7 +199,9 @@ def test_cli_knn_run_completes_through_run_job(mvtec, tmp_path):
     assert json.loads((run_dir / "status.json").read_text())["state"] == "completed"
 
 
-def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_path):
+def _export_and_score(run_dir: Path, out: Path) -> tuple[set[str], dict, list[float], np.ndarray]:
+    """Export run_dir as ONNX into out and score its test images with the exported script, in a Python
+    that cannot import torch: (file names, scoring.json, exported scores, the run's stored scores)."""
     import csv
     import io
     import subprocess
@@ -208,19 +210,8 @@ def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_
     from core.export import export_run
     from tests.test_export import _WITHOUT_TORCH
 
-    run_dir, _ = patch_run
-    result = export_run(run_dir, "onnx", tmp_path / "export")
-    names = {f.name for f in result.files}
-    assert {
-        "embedding.onnx",
-        "memory_bank.npy",
-        "map_operator.npy",
-        "scoring.json",
-        "score_exported.py",
-    } <= names
+    result = export_run(run_dir, "onnx", out)
     cfg = json.loads((result.out_dir / "scoring.json").read_text())
-    assert cfg["method"] == "patch" and cfg["output_name"] == "patches"
-    assert cfg["preprocessing"]["inside_graph"].startswith("ImageNet normalisation")
     files, stored = _test_files(run_dir)
     script = result.out_dir / "score_exported.py"
     done = subprocess.run(
@@ -231,7 +222,46 @@ def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_
     )
     assert done.returncode == 0, done.stderr
     exported = {r["path"]: float(r["score"]) for r in csv.DictReader(io.StringIO(done.stdout))}
-    np.testing.assert_allclose([exported[str(f)] for f in files], stored, rtol=1e-4)
+    return {f.name for f in result.files}, cfg, [exported[str(f)] for f in files], stored
+
+
+def test_exported_patch_run_scores_like_core_score_without_torch(patch_run, tmp_path):
+    names, cfg, exported, stored = _export_and_score(patch_run[0], tmp_path / "export")
+    assert {
+        "embedding.onnx",
+        "memory_bank.npy",
+        "map_operator.npy",
+        "scoring.json",
+        "score_exported.py",
+    } <= names
+    assert cfg["method"] == "patch" and cfg["output_name"] == "patches"
+    assert cfg["map_operator_file"] == "map_operator.npy" and cfg["score"].startswith(
+        "peak of the anomaly map"
+    )
+    assert cfg["preprocessing"]["inside_graph"].startswith("ImageNet normalisation")
+    np.testing.assert_allclose(exported, stored, rtol=1e-4)
+
+
+def test_an_older_patch_run_exports_and_scores_with_its_raw_maximum(patch_run, tmp_path):
+    """A method.npz saved before the map-peak rule (no config_score_from_map) keeps its rule in core
+    and in the export: no map operator, and the script's scores are core.score's raw maxima."""
+    import shutil
+
+    from core.fsutil import write_npz
+
+    older = tmp_path / "older"
+    shutil.copytree(patch_run[0], older)
+    with np.load(older / "method.npz", allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files if k != "config_score_from_map"}
+    write_npz(older / "method.npz", **arrays)
+    files, peaks = _test_files(older)
+    rows, _ = score.score_files(older, files)
+    raw = np.array([r["score"] for r in rows])
+    assert (raw > peaks).all()  # the raw maximum is above the smoothed map's peak
+
+    names, cfg, exported, _ = _export_and_score(older, tmp_path / "export")
+    assert "map_operator.npy" not in names and cfg["map_operator_file"] is None
+    np.testing.assert_allclose(exported, raw, rtol=1e-4)
 
 
 def test_export_of_a_patch_run_without_its_memory_bank_is_one_error_line(patch_run, tmp_path, capsys):
