@@ -118,17 +118,14 @@ def distance_maps_to_images(
 def map_operator(cells: int, image_size: int, sigma: float) -> np.ndarray:
     """[image_size, cells] matrix M with M @ g @ M.T == distance_maps_to_images(g, image_size,
     (image_size, image_size), sigma) for a square grid g [cells, cells]: bilinear upsampling and a
-    Gaussian blur with reflected borders are both linear and separable. The exported scorer
-    (core/export_template/score_exported.py) computes the image scores with it and numpy alone."""
-    eye = torch.eye(cells, dtype=torch.float64)[:, None, :]
-    rows = F.interpolate(eye, size=image_size, mode="linear", align_corners=False)  # [cells, 1, S]
-    if sigma > 0:
-        radius = int(4 * sigma + 0.5)  # the kernel distance_maps_to_images uses (torchvision's)
-        x = torch.linspace(-radius, radius, 2 * radius + 1, dtype=torch.float64)
-        kernel = torch.exp(-0.5 * (x / sigma) ** 2)
-        kernel = (kernel / kernel.sum()).view(1, 1, -1)
-        rows = F.conv1d(F.pad(rows, (radius, radius), mode="reflect"), kernel)
-    return rows[:, 0, :].T.contiguous().numpy()
+    Gaussian blur with reflected borders are both linear and separable, and both leave a constant
+    grid unchanged (M's rows sum to 1). So the grid whose row j is all ones maps to M[:, j] in every
+    column, and M is read off distance_maps_to_images itself, with no second copy of the kernel. The
+    exported scorer (core/export_template/score_exported.py) computes the image scores with it and
+    numpy alone."""
+    rows_of_ones = np.repeat(np.eye(cells, dtype=np.float32)[:, :, None], cells, axis=2)
+    maps = distance_maps_to_images(rows_of_ones, image_size, (image_size, image_size), sigma)
+    return np.ascontiguousarray(maps[:, :, 0].T, dtype=np.float64)
 
 
 def map_peaks(distances: np.ndarray, image_size: int, sigma: float, chunk: int = 256) -> np.ndarray:

@@ -76,10 +76,9 @@ def knn_scores(emb: np.ndarray, reference: np.ndarray) -> np.ndarray:
     return np.sort(dist, axis=1)[:, : CFG["k"]].mean(axis=1)
 
 
-def patch_scores(patches: np.ndarray, bank: np.ndarray) -> np.ndarray:
+def patch_scores(patches: np.ndarray, bank: np.ndarray, op: "np.ndarray | None") -> np.ndarray:
     """Patch runs, one image at a time: each patch's distance to its nearest memory-bank row; the score
-    is the peak of the anomaly map M @ grid @ M.T (older runs without map_operator.npy: the largest)."""
-    op = np.load(HERE / CFG["map_operator_file"]) if CFG.get("map_operator_file") else None
+    is the peak of the anomaly map op @ grid @ op.T (older runs without map_operator.npy: the largest)."""
     bank_sq = (bank**2).sum(axis=1)
     scores = []
     for grid in patches.astype(np.float64):
@@ -104,12 +103,13 @@ def main(paths: list[str]) -> int:
     patch = CFG.get("method") == "patch"
     reference = np.load(HERE / CFG["reference_file"], allow_pickle=False)
     reference = reference.astype(np.float64) if patch else unit(reference)
+    op = np.load(HERE / CFG["map_operator_file"]) if CFG.get("map_operator_file") else None
     embed, step = embedder(), 16 if patch else 256
     out = csv.writer(sys.stdout)
     out.writerow(["path", "score", "decision"])
     for start in range(0, len(images), step):
         emb = embed(np.stack(images[start : start + step]))
-        scores = patch_scores(emb, reference) if patch else knn_scores(emb, reference)
+        scores = patch_scores(emb, reference, op) if patch else knn_scores(emb, reference)
         for path, s in zip(kept[start : start + step], scores):
             out.writerow([path, f"{s:.9g}", "anomaly" if s > CFG["threshold"] else "normal"])
     return 0
