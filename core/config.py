@@ -85,6 +85,13 @@ class TrainConfig:
     patch_bank: int = opt(5000, "patch: at most N patches in the memory bank (fewer: smaller, faster)")
     image_size: int | None = opt(None)
     augment: bool = opt(True)
+    # core.transform_classes: rotated/mirrored copies of the known classes as extra classes
+    transform_classes: str = opt(
+        "none",
+        "none, rotations or dihedral: train rotated (and mirrored) copies of each known class as "
+        "classes of their own, which sharpens open-set detection of digits (2x the training time)",
+        choices=("none", "rotations", "dihedral"),
+    )
     k: int = opt(DEFAULT_K, "neighbours for the anomaly score")
     threshold_percentile: float = opt(95.0)
     # auto: PCA, plus UMAP when dim > 3; "pca", "umap" or "none"
@@ -125,6 +132,8 @@ class TrainConfig:
             raise ValueError(f"unknown mining '{self.mining}'; choose random, semihard or hard")
         if not 0 <= int(self.finetune_blocks) <= FINETUNE_BLOCKS_MAX:
             raise ValueError(f"finetune_blocks must be between 0 and {FINETUNE_BLOCKS_MAX}")
+        if self.transform_classes != "none" and not loss_spec(self.loss).has_classifier:
+            raise ValueError(f"transform_classes needs a loss with a classifier; {self.loss} has none")
         if self.projection not in PROJECTIONS:
             raise ValueError("projection must be auto, pca, umap or none")
         for f in fields(self):

@@ -332,6 +332,14 @@ class LossStep(nn.Module):
         self.gather = gather
 
     def forward(self, x: Tensor, y: Tensor, weight: float = 1.0) -> tuple[Tensor, Tensor, Tensor]:
+        expand = getattr(self.model.head, "expand_batch", None)
+        if expand is not None and self.model.training:
+            # heads that train on more than the batch (core.transform_classes): one forward over
+            # the batch and its extra copies; the batch's own embeddings are reported
+            x_all, y_all = expand(x, y)
+            emb_all = self.model.embed(x_all)
+            loss = self.model.head(emb_all, y_all)
+            return (loss * weight if weight != 1.0 else loss), loss, emb_all[: len(x)]
         emb = self.model.embed(x)
         if self.gather:
             loss = self.model.head(gather_with_grad(emb, self.info), gather(y, self.info))

@@ -13,6 +13,7 @@ import torch
 from core.config import TrainConfig
 from core.losses import build_head
 from core.models import MetricModel, build_backbone, default_arch
+from core.transform_classes import class_multiplier, with_transform_classes
 
 EMBED_BATCH = 1024
 
@@ -37,14 +38,14 @@ def new_model(
     head = build_head(
         config.loss,
         config.dim,
-        num_classes,
+        num_classes * class_multiplier(config.transform_classes),
         alpha=alpha,
         alpha_trainable=config.alpha_trainable,
         margin=config.margin,
         mining=config.mining,
         scale=config.scale,
     )
-    return MetricModel(backbone, head), arch
+    return MetricModel(backbone, with_transform_classes(head, num_classes, config.transform_classes)), arch
 
 
 def checkpoint_meta(config: TrainConfig, bundle, alpha: float, arch: str) -> dict:
@@ -74,17 +75,19 @@ def build_model(meta: dict) -> torch.nn.Module:
         finetune_blocks=int(cfg.get("finetune_blocks") or 0),
         image_size=meta["image_size"],
     )
+    transforms = cfg.get("transform_classes") or "none"  # runs made before the option: none
+    num_classes = len(meta["train_classes"])
     head = build_head(
         cfg["loss"],
         int(cfg["dim"]),
-        len(meta["train_classes"]),
+        num_classes * class_multiplier(transforms),
         alpha=float(meta["alpha"]),
         alpha_trainable=bool(cfg["alpha_trainable"]),
         margin=cfg["margin"],
         mining=cfg["mining"],
         scale=cfg["scale"],
     )
-    return MetricModel(backbone, head)
+    return MetricModel(backbone, with_transform_classes(head, num_classes, transforms))
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -96,6 +96,11 @@ def _fit_metric(config: TrainConfig, bundle, model, meta: dict, device, dist, wr
     if not trains_on_cached_features(model, dist.enabled):
         fitted = fit(model, bundle, config, device, dist, writer, emit, save)
         return fitted, model, bundle, {"trained_on": "images"}
+    if config.transform_classes != "none":
+        raise ValueError(
+            "transform_classes rotates images, but a frozen pretrained backbone trains on cached "
+            "features; use --finetune-blocks N or --arch smallcnn"
+        )
     writer.status(phase="extracting backbone features (cached)", progress=0.0)
     cached = cached_feature_bundle(model, bundle, config, device)
     feature_model = head_model(model)

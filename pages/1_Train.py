@@ -40,6 +40,30 @@ class LossChoice:
     margin: float | None = None
     mining: str = "semihard"
     scale: float | None = None
+    transform_classes: str = "none"
+
+
+TRANSFORM_LABELS = {
+    "none": "none",
+    "rotations": "rotations (×4 classes)",
+    "dihedral": "rotations and mirrors (×8 classes)",
+}
+
+
+def transform_classes_knob(knobs: LossChoice, model: ModelChoice) -> None:
+    """Rotated/mirrored copies of the known classes as extra classes (core.transform_classes)."""
+    if not model.trains_on_images:
+        st.caption("Extra classes from rotated copies need a network trained on images (fine-tune ≥ 1).")
+        return
+    knobs.transform_classes = st.selectbox(
+        "Extra classes from rotated copies",
+        tuple(TRANSFORM_LABELS),
+        key="transform_classes",
+        format_func=TRANSFORM_LABELS.get,
+        help="Each known class, rotated (and mirrored), is trained as a class of its own. The network then "
+        "learns what an upright digit of each class looks like, not only what tells the classes apart, so "
+        "unknown digits land further from normal. Training takes twice as long; scoring is unchanged.",
+    )
 
 
 def alpha_low_text(c: int) -> tuple[str, float | None]:
@@ -104,7 +128,7 @@ def _knob(col: st.delta_generator.DeltaGenerator, knob: L.Knob, key: str) -> flo
     )
 
 
-def loss_section(choice: DataChoice) -> LossChoice:
+def loss_section(choice: DataChoice, model: ModelChoice) -> LossChoice:
     st.subheader("3 · Loss")
     loss = st.selectbox(
         "Loss",
@@ -116,7 +140,15 @@ def loss_section(choice: DataChoice) -> LossChoice:
     spec, knobs = L.loss_spec(loss), LossChoice(loss=loss)
     if spec.has_alpha:
         alpha_knobs(choice, knobs)
-        return knobs
+    else:
+        other_knobs(spec, knobs)
+    if spec.has_classifier:
+        transform_classes_knob(knobs, model)
+    return knobs
+
+
+def other_knobs(spec: L.LossSpec, knobs: LossChoice) -> None:
+    """Scale, margin and mining, for the losses that have them."""
     shown = [
         k
         for k, on in (("scale", spec.has_scale), ("margin", spec.has_margin), ("mining", spec.has_mining))
@@ -124,7 +156,7 @@ def loss_section(choice: DataChoice) -> LossChoice:
     ]
     if not shown:
         st.caption("No extra knobs for this loss.")
-        return knobs
+        return
     cols = st.columns(len(shown)) if len(shown) > 1 else [st]
     for col, what in zip(cols, shown):
         if what == "scale":
@@ -139,7 +171,6 @@ def loss_section(choice: DataChoice) -> LossChoice:
                 key="mining",
                 help="Which triplets of each batch are used.",
             )
-    return knobs
 
 
 def suggested(profile: DataProfile | None) -> dict:
@@ -251,6 +282,7 @@ def start_run(choice: DataChoice, model: ModelChoice, knobs: LossChoice, setting
         arch=model.arch,
         pretrained=bool(model.pretrained),
         finetune_blocks=int(model.finetune_blocks),
+        transform_classes=knobs.transform_classes,
         **settings,
     )
     try:
@@ -303,7 +335,7 @@ def render() -> None:
     choice = data_section()
     model = model_section(choice.profile(), mvtec=choice.layout == "mvtec")
     if model.trains_embedding:
-        knobs = loss_section(choice)
+        knobs = loss_section(choice, model)
     else:
         st.subheader("3 · Loss")
         st.caption("This method trains nothing: it scores with the pretrained backbone's features.")

@@ -36,10 +36,17 @@ class ModelChoice:
     arch: str = "auto"
     pretrained: bool = True
     finetune_blocks: int = 0
+    resolved_arch: str = "smallcnn"  # what "auto" stands for with this data
 
     @property
     def trains_embedding(self) -> bool:
         return self.method not in TRAINING_FREE_METHODS
+
+    @property
+    def trains_on_images(self) -> bool:
+        """False when a frozen pretrained backbone trains only its head, on cached features."""
+        frozen = self.resolved_arch in PRETRAINED_ARCHS and self.finetune_blocks == 0
+        return self.trains_embedding and not frozen
 
 
 def auto_arch(profile: DataProfile | None, mvtec: bool = False) -> str:
@@ -85,6 +92,7 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
         choice.arch = "efficientnet-lite0"
         c1.markdown(f"**Backbone**: {ARCH_LABELS['efficientnet-lite0']} (this method needs its features)")
     resolved = auto_arch(profile, mvtec) if choice.arch == "auto" else choice.arch
+    choice.resolved_arch = resolved
     c1.caption(ARCH_HELP[resolved])
     if resolved in PRETRAINED_ARCHS:
         choice.pretrained = c2.toggle(

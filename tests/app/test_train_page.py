@@ -69,14 +69,17 @@ def test_l2softmax_alpha_help_has_alpha_low_for_training_classes(checkpoints_roo
     assert _alpha_slider(at)[0].disabled
 
 
+ROTATED = "Extra classes from rotated copies"  # offered to every loss with a classifier
+
+
 @pytest.mark.parametrize(
     "loss, sliders, selects",
     [
         ("triplet", {"Margin"}, {"Mining"}),
-        ("arcface", {"Scale s", "Margin m (degrees)"}, set()),
-        ("cosface", {"Scale s", "Margin m (cosine)"}, set()),
-        ("normface", {"Scale s"}, set()),
-        ("softmax", set(), set()),
+        ("arcface", {"Scale s", "Margin m (degrees)"}, {ROTATED}),
+        ("cosface", {"Scale s", "Margin m (cosine)"}, {ROTATED}),
+        ("normface", {"Scale s"}, {ROTATED}),
+        ("softmax", set(), {ROTATED}),
         ("npair", set(), set()),
     ],
 )
@@ -88,6 +91,26 @@ def test_only_the_knobs_of_the_chosen_loss(checkpoints_root, app_test, loss, sli
     assert not _alpha_slider(at)
     assert not [t for t in at.toggle if "trainable" in t.label]
     assert {s.label for s in at.selectbox} - {"Loss", "Backbone", "Image size", "Batch size"} == selects
+
+
+def test_rotated_copies_reach_the_run_config_and_need_images(checkpoints_root, app_test):
+    at = _page(app_test)
+    knob = at.selectbox(key="transform_classes")
+    assert knob.label == ROTATED and knob.value == "none"  # off by default: it doubles the training time
+    assert "twice as long" in knob.help
+    knob.set_value("dihedral").run()
+    at.number_input(key="epochs").set_value(1)
+    at.button(key="start").click().run()
+    _ok(at)
+    (run,) = jobs.list_runs(checkpoints_root)
+    cfg = read_json(checkpoints_root / run["run_id"] / "config.json")
+    assert (cfg["loss"], cfg["transform_classes"]) == ("l2softmax", "dihedral")
+    jobs.cancel(run["run_id"], checkpoints_root)
+    # a frozen pretrained backbone trains on cached features: nothing to rotate, so no knob
+    at.selectbox(key="arch").set_value("efficientnet-lite0").run()
+    _ok(at)
+    assert not [s for s in at.selectbox if s.label == ROTATED]
+    assert any("need a network trained on images" in c.value for c in at.caption)
 
 
 def test_defaults_come_from_the_data_and_2d_3d_are_one_click_away(checkpoints_root, app_test):
