@@ -7,7 +7,8 @@ app scores (mean cosine distance to the k nearest normal training embeddings). R
     python benchmarks/bench_quality.py --data mnist --first-split 3   # finish a grid stopped after split 2
 
 Full MNIST runs issue 12's grid: softmax, L2-softmax at alpha auto and 16, and triplet over all 5 splits;
-L2-softmax at alpha 4, 64 and trainable (from 16), and ArcFace on the first split.
+L2-softmax at alpha 4, 64 and trainable (from 16), and ArcFace on the first split; then L2-softmax at
+alpha auto with rotated and mirrored copies as extra classes (--transform-classes dihedral) on all 5.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import re
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -56,13 +57,14 @@ class GridPart:
     splits: int  # the first N open-set splits
     trainable: bool = False
     first: int = 0  # resume: run splits first..splits-1 only, into their own sub-folder
+    transforms: str = "none"  # core.transform_classes: rotated/mirrored copies as extra classes
 
 
 def resumed(part: GridPart, first: int) -> GridPart:
     """The rest of a part whose first splits already ran (a grid stopped part-way)."""
     if first <= 0 or part.splits <= first:
         return part
-    return GridPart(f"{part.name}-from{first}", part.losses, part.alphas, part.splits, part.trainable, first)
+    return replace(part, name=f"{part.name}-from{first}", first=first)
 
 
 def grid_for(data: str, splits: int) -> list[GridPart]:
@@ -71,6 +73,7 @@ def grid_for(data: str, splits: int) -> list[GridPart]:
             GridPart("main", "softmax,l2softmax,triplet", "auto,16", splits),
             GridPart("alphas", "l2softmax,arcface", "4,64", min(splits, 1)),
             GridPart("trainable", "l2softmax", "16", min(splits, 1), trainable=True),
+            GridPart("dihedral", "l2softmax", "auto", splits, transforms="dihedral"),
         ]
     return [GridPart("", "softmax,l2softmax,triplet,arcface", "auto,4,16,64", splits, trainable=True)]
 
@@ -81,6 +84,7 @@ def sweep_command(args: argparse.Namespace, part: GridPart, out: Path) -> list[s
     cmd += ["--mining", "semihard", "--dim", str(args.dim), "--epochs", str(args.epochs)]
     cmd += ["--openset-splits", str(part.splits - part.first), "--seeds", args.seeds, "--projection", "none"]
     cmd += ["--openset-first", str(part.first)] if part.first else []
+    cmd += ["--transform-classes", part.transforms] if part.transforms != "none" else []
     if args.max_train_samples:
         cmd += ["--max-train-samples", str(args.max_train_samples)]
     return cmd + ["--out", str(out), "--root", str(out / "runs")]
@@ -157,8 +161,9 @@ def table(out: Path, parts: list[GridPart]) -> list[str]:
             alpha = alpha_label(r, part.trainable)
             secs = r.get("train_seconds_mean")
             secs = f"{float(secs):.0f}" if secs not in (None, "", "nan") else "–"
+            loss = r["loss"] + (f" + {part.transforms} classes" if part.transforms != "none" else "")
             lines.append(
-                f"| {r['loss']} | {alpha} | {r['n']} | {fmt(r, 'test_accuracy')} | "
+                f"| {loss} | {alpha} | {r['n']} | {fmt(r, 'test_accuracy')} | "
                 f"{fmt(r, 'precision_at_1')} | {fmt(r, 'map_at_r')} | {fmt(r, 'anomaly_auroc', 4)} | "
                 f"{fmt(r, 'anomaly_aupr')} | {secs} |"
             )
