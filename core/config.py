@@ -26,6 +26,13 @@ ARCHS = ("auto", "smallcnn", "resnet18", "efficientnet-lite0")
 # features, no training; patch: PatchCore-style memory bank of pretrained patch features.
 METHODS = ("metric", "knn", "patch")
 FINETUNE_BLOCKS_MAX = 16  # EfficientNet-Lite0 has 16 MBConv blocks
+# core.transform_classes: name -> the transforms (indices into its `transform_images`) whose copies of
+# each known class become extra classes
+TRANSFORM_SETS: dict[str, tuple[int, ...]] = {
+    "none": (),
+    "rotations": (1, 2, 3),
+    "dihedral": (1, 2, 3, 4, 5, 6, 7),
+}
 
 
 def opt(
@@ -90,7 +97,7 @@ class TrainConfig:
         "none",
         "none, rotations or dihedral: train rotated (and mirrored) copies of each known class as "
         "classes of their own, which sharpens open-set detection of digits (2x the training time)",
-        choices=("none", "rotations", "dihedral"),
+        choices=tuple(TRANSFORM_SETS),
     )
     k: int = opt(DEFAULT_K, "neighbours for the anomaly score")
     threshold_percentile: float = opt(95.0)

@@ -18,12 +18,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-# name -> the transforms (indices into `transform_images`) whose copies become extra classes
-TRANSFORM_SETS: dict[str, tuple[int, ...]] = {
-    "none": (),
-    "rotations": (1, 2, 3),
-    "dihedral": (1, 2, 3, 4, 5, 6, 7),
-}
+from core.config import TRANSFORM_SETS
 
 
 def transform_images(x: Tensor, t: int) -> Tensor:
@@ -66,11 +61,11 @@ class TransformedClassesHead(nn.Module):
         super().__init__()
         if not getattr(head, "has_classifier", False):
             raise ValueError("transform_classes needs a loss with a classifier (not triplet or npair)")
+        if class_multiplier(transforms) == 1:
+            raise ValueError(f"transform_classes '{transforms}' adds no classes")
         self.head = head
         self.num_classes = int(num_classes)
-        self.transforms = TRANSFORM_SETS[transforms] if transforms in TRANSFORM_SETS else ()
-        if not self.transforms:
-            raise ValueError(f"transform_classes '{transforms}' adds no classes")
+        self.transforms = TRANSFORM_SETS[transforms]
 
     @property
     def has_alpha(self) -> bool:

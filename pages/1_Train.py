@@ -10,6 +10,7 @@ import torch
 
 from core import catalog, jobs
 from core import losses as L
+from core.config import TRANSFORM_SETS
 from core.defaults import DataProfile, suggested_settings
 from core.sweep_view import alpha_low
 from core.train import TrainConfig
@@ -43,7 +44,7 @@ class LossChoice:
     transform_classes: str = "none"
 
 
-TRANSFORM_LABELS = {
+TRANSFORM_LABELS = {  # the names of core.config.TRANSFORM_SETS, as the page shows them
     "none": "none",
     "rotations": "rotations (×4 classes)",
     "dihedral": "rotations and mirrors (×8 classes)",
@@ -57,7 +58,7 @@ def transform_classes_knob(knobs: LossChoice, model: ModelChoice) -> None:
         return
     knobs.transform_classes = st.selectbox(
         "Extra classes from rotated copies",
-        tuple(TRANSFORM_LABELS),
+        tuple(TRANSFORM_SETS),
         key="transform_classes",
         format_func=TRANSFORM_LABELS.get,
         help="Each known class, rotated (and mirrored), is trained as a class of its own. The network then "
