@@ -35,17 +35,24 @@ def new_model(
         finetune_blocks=config.finetune_blocks,
         image_size=image_size,
     )
+    return MetricModel(backbone, _loss_head(asdict(config), num_classes, alpha)), arch
+
+
+def _loss_head(cfg: dict, num_classes: int, alpha: float) -> torch.nn.Module:
+    """The loss head a config (as a dict: a fresh run's, or the one model.pt carries) asks for, with
+    its rotated/mirrored extra classes when it has them (runs made before that option: none)."""
+    transforms = cfg.get("transform_classes") or "none"
     head = build_head(
-        config.loss,
-        config.dim,
-        num_classes * class_multiplier(config.transform_classes),
+        cfg["loss"],
+        int(cfg["dim"]),
+        num_classes * class_multiplier(transforms),
         alpha=alpha,
-        alpha_trainable=config.alpha_trainable,
-        margin=config.margin,
-        mining=config.mining,
-        scale=config.scale,
+        alpha_trainable=bool(cfg["alpha_trainable"]),
+        margin=cfg["margin"],
+        mining=cfg["mining"],
+        scale=cfg["scale"],
     )
-    return MetricModel(backbone, with_transform_classes(head, num_classes, config.transform_classes)), arch
+    return with_transform_classes(head, num_classes, transforms)
 
 
 def checkpoint_meta(config: TrainConfig, bundle, alpha: float, arch: str) -> dict:
@@ -75,19 +82,7 @@ def build_model(meta: dict) -> torch.nn.Module:
         finetune_blocks=int(cfg.get("finetune_blocks") or 0),
         image_size=meta["image_size"],
     )
-    transforms = cfg.get("transform_classes") or "none"  # runs made before the option: none
-    num_classes = len(meta["train_classes"])
-    head = build_head(
-        cfg["loss"],
-        int(cfg["dim"]),
-        num_classes * class_multiplier(transforms),
-        alpha=float(meta["alpha"]),
-        alpha_trainable=bool(cfg["alpha_trainable"]),
-        margin=cfg["margin"],
-        mining=cfg["mining"],
-        scale=cfg["scale"],
-    )
-    return MetricModel(backbone, with_transform_classes(head, num_classes, transforms))
+    return MetricModel(backbone, _loss_head(cfg, len(meta["train_classes"]), float(meta["alpha"])))
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
