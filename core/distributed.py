@@ -338,14 +338,21 @@ class LossStep(nn.Module):
             # the batch and its extra copies; the batch's own embeddings are reported
             x_all, y_all = expand(x, y)
             emb_all = self.model.embed(x_all)
-            loss = self.model.head(emb_all, y_all)
+            loss = self._head_loss(emb_all, y_all)
             return (loss * weight if weight != 1.0 else loss), loss, emb_all[: len(x)]
         emb = self.model.embed(x)
         if self.gather:
-            loss = self.model.head(gather_with_grad(emb, self.info), gather(y, self.info))
+            loss = self._head_loss(gather_with_grad(emb, self.info), gather(y, self.info))
             return loss, loss, emb
-        loss = self.model.head(emb, y)
+        loss = self._head_loss(emb, y)
         return (loss * weight if weight != 1.0 else loss), loss, emb
+
+    def _head_loss(self, emb: Tensor, y: Tensor) -> Tensor:
+        # under bf16 autocast only the backbone runs in bfloat16: the normalisation, the class
+        # weights and the softmax of every loss keep float32 (a bf16 softmax loses the small
+        # probabilities that the loss lives on)
+        with torch.autocast(emb.device.type, enabled=False):
+            return self.model.head(emb.float(), y)
 
 
 def wrap_ddp(module: nn.Module, info: DistInfo) -> nn.Module:

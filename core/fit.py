@@ -34,9 +34,13 @@ class FitResult:
     last_loss: float
 
 
-def train_step(step_module, optimizer, scheduler, xb: torch.Tensor, yb: torch.Tensor, weight: float):
-    """One optimiser step; returns (this batch's loss, its embeddings)."""
-    loss, batch_loss, emb = step_module(xb, yb, weight)
+def train_step(
+    step_module, optimizer, scheduler, xb: torch.Tensor, yb: torch.Tensor, weight: float, bf16: bool = False
+):
+    """One optimiser step; returns (this batch's loss, its embeddings). `bf16`: the forward runs under
+    bfloat16 autocast (weights, optimiser and the loss's softmax stay float32)."""
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=bf16):
+        loss, batch_loss, emb = step_module(xb, yb, weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -154,7 +158,13 @@ class TrainingLoop:
             if aug_u is not None:
                 xb = augment_with(xb, aug_u[i + lo : i + hi])
             batch_loss, emb = train_step(
-                self.step_module, self.optimizer, self.scheduler, xb, yb, len(idx) * world / n_global
+                self.step_module,
+                self.optimizer,
+                self.scheduler,
+                xb,
+                yb,
+                len(idx) * world / n_global,
+                bf16=self.config.precision == "bf16",
             )
             self.step += 1
             self.seen += len(idx)
@@ -164,7 +174,7 @@ class TrainingLoop:
     def _report_step(self, epoch: int, t_train: float, batch_loss, emb, yb) -> None:
         head = self.train_model.head
         with torch.no_grad():
-            correct = float((head.logits(emb).argmax(1) == yb).sum()) if head.has_classifier else 0.0
+            correct = float((head.logits(emb.float()).argmax(1) == yb).sum()) if head.has_classifier else 0.0
         n = len(yb)
         # metrics of the global batch: sums over ranks (one small collective per step)
         loss_sum, correct, n_step, self.sps = dist_utils.all_reduce(

@@ -34,6 +34,7 @@ def new_model(
         pretrained=config.pretrained,
         finetune_blocks=config.finetune_blocks,
         image_size=image_size,
+        width=config.width,
     )
     return MetricModel(backbone, _loss_head(asdict(config), num_classes, alpha)), arch
 
@@ -81,6 +82,7 @@ def build_model(meta: dict) -> torch.nn.Module:
         pretrained=False,  # the weights come from model.pt
         finetune_blocks=int(cfg.get("finetune_blocks") or 0),
         image_size=meta["image_size"],
+        width=int(cfg.get("width") or 32),  # runs made before the option: 32
     )
     return MetricModel(backbone, _loss_head(cfg, len(meta["train_classes"]), float(meta["alpha"])))
 

@@ -75,13 +75,15 @@ def build_backbone(
     pretrained: bool = True,
     finetune_blocks: int = 0,
     image_size: int | None = None,
+    width: int = 32,
 ) -> nn.Module:
-    """The embedding network `arch`. efficientnet-lite0 takes `finetune_blocks` (0: frozen backbone)
+    """The embedding network `arch`. smallcnn takes `width` (its first layer's channels).
+    efficientnet-lite0 takes `finetune_blocks` (0: frozen backbone)
     and `image_size` (its static "same" padding is computed for that input size)."""
     if not MIN_DIM <= dim <= MAX_DIM:
         raise ValueError(f"embedding dim must be between {MIN_DIM} and {MAX_DIM}, got {dim}")
     if arch == "smallcnn":
-        return SmallCNN(in_channels, dim)
+        return SmallCNN(in_channels, dim, width=int(width))
     if arch == "resnet18":
         return ResNet18Embedding(in_channels, dim, pretrained=pretrained)
     if arch == "efficientnet-lite0":  # grayscale is repeated to 3 channels inside the network

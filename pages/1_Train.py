@@ -283,6 +283,8 @@ def start_run(choice: DataChoice, model: ModelChoice, knobs: LossChoice, setting
         arch=model.arch,
         pretrained=bool(model.pretrained),
         finetune_blocks=int(model.finetune_blocks),
+        width=int(model.width),
+        precision=model.precision,
         transform_classes=knobs.transform_classes,
         **settings,
     )

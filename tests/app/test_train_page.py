@@ -90,7 +90,8 @@ def test_only_the_knobs_of_the_chosen_loss(checkpoints_root, app_test, loss, sli
     assert {s.label for s in at.slider} == sliders
     assert not _alpha_slider(at)
     assert not [t for t in at.toggle if "trainable" in t.label]
-    assert {s.label for s in at.selectbox} - {"Loss", "Backbone", "Image size", "Batch size"} == selects
+    shared = {"Loss", "Backbone", "Network width", "Image size", "Batch size"}  # every loss has these
+    assert {s.label for s in at.selectbox} - shared == selects
 
 
 def test_rotated_copies_reach_the_run_config_and_need_images(checkpoints_root, app_test):
@@ -111,6 +112,26 @@ def test_rotated_copies_reach_the_run_config_and_need_images(checkpoints_root, a
     _ok(at)
     assert not [s for s in at.selectbox if s.label == ROTATED]
     assert any("need a network trained on images" in c.value for c in at.caption)
+
+
+def test_width_and_bf16_reach_the_run_config_and_follow_the_backbone(checkpoints_root, app_test):
+    at = _page(app_test)
+    width, bf16 = at.selectbox(key="width"), at.toggle(key="precision_bf16")
+    assert (width.value, bf16.value) == (32, False)  # the small CNN as it always was, in float32
+    width.set_value(48)
+    bf16.set_value(True)
+    at.number_input(key="epochs").set_value(1)
+    at.button(key="start").click().run()
+    _ok(at)
+    (run,) = jobs.list_runs(checkpoints_root)
+    cfg = read_json(checkpoints_root / run["run_id"] / "config.json")
+    assert (cfg["width"], cfg["precision"]) == (48, "bf16")
+    jobs.cancel(run["run_id"], checkpoints_root)
+    # width belongs to the small CNN; a frozen pretrained backbone trains no network in bf16 either
+    at.selectbox(key="arch").set_value("efficientnet-lite0").run()
+    _ok(at)
+    assert not [s for s in at.selectbox if s.label == "Network width"]
+    assert not [t for t in at.toggle if t.label == "Mixed precision (bf16)"]
 
 
 def test_defaults_come_from_the_data_and_2d_3d_are_one_click_away(checkpoints_root, app_test):
