@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from core import anomaly
 from core.config import TrainConfig
 from core.fsutil import read_json
-from core.modelio import embed_all, load_model
+from core.modelio import embed_all, embed_for_scoring, load_model, score_views
 from core.rundir import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -105,6 +105,16 @@ def _embed_splits(model: torch.nn.Module, bundle) -> tuple[torch.Tensor, dict[st
     return emb, cols
 
 
+def _scoring_embeddings(model: torch.nn.Module, bundle) -> np.ndarray | None:
+    """Every split's scoring embedding (core.modelio.embed_for_scoring), in _embed_splits' row order;
+    None when the model scores its plain embedding."""
+    if score_views(model) == (0,):
+        return None
+    splits = [s for s in (bundle.train, bundle.val, bundle.test) if len(s)]  # empty splits add no rows
+    parts = [embed_for_scoring(model, s.x, torch.device("cpu")) for s in splits]
+    return torch.cat(parts).numpy().astype(np.float32)
+
+
 def _scores(emb: np.ndarray, split: np.ndarray, normal_train: np.ndarray, k: int) -> np.ndarray:
     """kNN cosine score against the normal training rows; those rows get leave-one-out scores."""
     ref_rows = np.flatnonzero(normal_train)
@@ -122,7 +132,10 @@ def evaluate(model: torch.nn.Module, bundle, config: TrainConfig) -> EvalResult:
     emb_np = emb.numpy().astype(np.float32)
     label, split, is_anom = cols["label"], cols["split"], cols["anomaly"]
     normal_train = (split == SPLIT_TRAIN) & np.isin(label, bundle.normal_classes)
-    score = _scores(emb_np, split, normal_train, config.k)
+    # a model that scores several views of each image (core.transform_classes) scores their joint
+    # embedding, kept beside the plain one (which the views, accuracy and retrieval use)
+    score_emb = _scoring_embeddings(model, bundle)
+    score = _scores(emb_np if score_emb is None else score_emb, split, normal_train, config.k)
 
     test_rows = split == SPLIT_TEST
     test_known = test_rows & ~is_anom
@@ -156,6 +169,9 @@ def evaluate(model: torch.nn.Module, bundle, config: TrainConfig) -> EvalResult:
     }
     # embeddings.npz's column order (a reader never depends on it, but the file stays as it was)
     order = ("emb", "norm", "label", "split", "anomaly", "source", "score", "class_weights", "class_names")
+    if score_emb is not None:
+        arrays["score_emb"] = score_emb
+        order += ("score_emb",)
     metrics = {
         "n_train": int((split == SPLIT_TRAIN).sum()),
         "n_val": int((split == SPLIT_VAL).sum()),

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from core.fsutil import write_json
 from core.runs import Run, RunError, load_run, load_run_model, saved_threshold
@@ -61,14 +62,24 @@ class ExportResult:
 
 
 class _Embedder(torch.nn.Module):
-    """Exposes model.embed as forward, so the exported graph is exactly what core.score runs."""
+    """Exposes what core.score compares as forward, so the exported graph is exactly what it runs:
+    model.embed, or for a model that scores several views of an image (core.transform_classes) the
+    views' unit embeddings side by side / sqrt(views) (core.modelio.embed_for_scoring)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
+        from core.modelio import score_views
+
         self.model = model
+        self.views = score_views(model)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.model.embed(image)
+        if self.views == (0,):
+            return self.model.embed(image)
+        from core.transform_classes import transform_images
+
+        parts = [F.normalize(self.model.embed(transform_images(image, t)), dim=1) for t in self.views]
+        return torch.cat(parts, 1) / len(self.views) ** 0.5
 
 
 class _Features(torch.nn.Module):
@@ -139,7 +150,7 @@ def preprocessing(run: Run) -> dict:
 
 
 def _reference_embeddings(run: Run) -> np.ndarray:
-    ref = run.emb[run.normal_train_mask].astype(np.float32)
+    ref = run.scoring_emb[run.normal_train_mask].astype(np.float32)
     if len(ref) == 0:
         raise ExportError(f"{run.name}: embeddings.npz has no normal training embeddings to score against")
     return ref

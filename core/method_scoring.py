@@ -78,8 +78,8 @@ def score_images(run: Run, images: np.ndarray, k: int | None = None, with_maps: 
 
     method = run_method(run)
     if method == "metric":
-        emb = embed_images(run.run_dir, images)
-        return Scored(emb, *score_embeddings(run, emb, k))
+        emb, scored_as = embed_images(run.run_dir, images)
+        return Scored(emb, *score_embeddings(run, scored_as, k))
     if method == "knn":
         from core.features import extract_features, upsample_notice
 

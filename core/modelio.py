@@ -13,7 +13,7 @@ import torch
 from core.config import TrainConfig
 from core.losses import build_head
 from core.models import MetricModel, build_backbone, default_arch
-from core.transform_classes import class_multiplier, with_transform_classes
+from core.transform_classes import class_multiplier, transform_images, with_transform_classes
 
 EMBED_BATCH = 1024
 
@@ -105,6 +105,28 @@ def embed_all(
     model.eval()
     out = [model.embed(x[i : i + batch].to(device)).float().cpu() for i in range(0, len(x), batch)]
     return torch.cat(out) if out else torch.empty(0)
+
+
+def score_views(model: torch.nn.Module) -> tuple[int, ...]:
+    """The views of an image that the anomaly score compares (core.transform_classes); (0,): as is."""
+    return tuple(getattr(model.head, "score_views", (0,)))
+
+
+@torch.no_grad()
+def embed_for_scoring(
+    model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = EMBED_BATCH
+) -> torch.Tensor | None:
+    """What the kNN score compares when the model scores more than one view of an image: each view's
+    unit embedding side by side, divided by sqrt(views), so that the cosine similarity of two images
+    is the mean of their views' similarities. None for a one-view model (its embedding is scored)."""
+    views = score_views(model)
+    if views == (0,):
+        return None
+    parts = [
+        torch.nn.functional.normalize(embed_all(model, transform_images(x, t), device, batch), dim=1)
+        for t in views
+    ]
+    return torch.cat(parts, 1) / len(views) ** 0.5
 
 
 def pick_device(name: str) -> torch.device:

@@ -43,6 +43,14 @@ class Run:
     projection: dict[str, np.ndarray] = field(default_factory=dict)
     # one line naming projection.npz when it exists but cannot be used (the views fall back to PCA)
     projection_error: str | None = None
+    # what the score compares when the model scores several views of an image (core.modelio.
+    # embed_for_scoring); None: the score compares `emb`
+    score_emb: np.ndarray | None = None
+
+    @property
+    def scoring_emb(self) -> np.ndarray:
+        """The embeddings that kNN scores are computed from (and new images are compared with)."""
+        return self.emb if self.score_emb is None else self.score_emb
 
     @property
     def name(self) -> str:
@@ -142,6 +150,7 @@ _NPZ_KINDS = {
     "score": "f",
     "class_weights": "f",
     "class_names": "U",
+    "score_emb": "f",
 }
 
 
@@ -183,6 +192,9 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
     for key in ("norm", "label", "split", "anomaly", "source", "score"):
         if key not in arrays or arrays[key].ndim != 1 or len(arrays[key]) != n:
             raise RunError(f"{run_dir.name}: embeddings.npz has no valid '{key}'")
+    score_emb = arrays.get("score_emb")
+    if score_emb is not None and (score_emb.ndim != 2 or len(score_emb) != n):
+        raise RunError(f"{run_dir.name}: embeddings.npz has no valid 'score_emb' (expected [{n}, d])")
     projection, projection_error = _load_projection(run_dir, n)
     return Run(
         run_dir=run_dir,
@@ -200,6 +212,7 @@ def _load_run_cached(run_dir_s: str, mtime: int) -> Run:  # noqa: ARG001 - mtime
         class_names=[str(c) for c in arrays.get("class_names", summary["class_names"])],
         projection=projection,
         projection_error=projection_error,
+        score_emb=score_emb,
     )
 
 
@@ -267,7 +280,8 @@ def score_embeddings(
     """Score new embeddings against the run's normal training embeddings. Neighbour indices are
     rows of the run's arrays."""
     ref_rows = np.flatnonzero(run.normal_train_mask)
-    scores, idx, dist = anomaly.knn_cosine_scores(emb, run.emb[ref_rows], k=k or int(run.summary.get("k", 5)))
+    ref = run.scoring_emb[ref_rows]
+    scores, idx, dist = anomaly.knn_cosine_scores(emb, ref, k=k or int(run.summary.get("k", 5)))
     return scores, ref_rows[idx], dist
 
 
@@ -295,11 +309,13 @@ def load_run_model(run_dir: str | Path) -> torch.nn.Module:
     return model
 
 
-def embed_images(run_dir: str | Path, images: np.ndarray) -> np.ndarray:
-    """Embed preprocessed images [N,C,S,S] with the run's model (loaded with weights_only)."""
-    from core.modelio import embed_all
+def embed_images(run_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Embed preprocessed images [N,C,S,S] with the run's model (loaded with weights_only): (their
+    embeddings, what their score compares: the same array unless the model scores several views)."""
+    from core.modelio import embed_all, embed_for_scoring
 
     model = load_run_model(run_dir)
-    return embed_all(
-        model, torch.from_numpy(np.asarray(images, dtype=np.float32)), torch.device("cpu")
-    ).numpy()
+    x, cpu = torch.from_numpy(np.asarray(images, dtype=np.float32)), torch.device("cpu")
+    emb = embed_all(model, x, cpu).numpy()
+    joint = embed_for_scoring(model, x, cpu)
+    return emb, (emb if joint is None else joint.numpy())

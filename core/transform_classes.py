@@ -8,9 +8,13 @@ what tells them apart; this one must also learn what an upright digit of each kn
 like, so an unknown digit that the plain network puts next to a known one (a closed 9 next to a 4)
 lands apart from it, and the kNN anomaly score sees the gap.
 
-Scoring is unchanged: kNN against the upright training embeddings. ``logits`` and ``class_weights``
-show only the C upright classes, so accuracy, the sphere's class rays and the export see a C-class
-model; the extra classes exist only in training.
+``logits`` and ``class_weights`` show only the C upright classes, so accuracy, the sphere's class rays
+and the export see a C-class model; the extra classes exist only in training.
+
+Scoring looks at two views of each image (``SCORE_VIEWS``): the image and the image turned by 180°,
+each against the training images seen the same way. The network learned both as classes of their own,
+and the two views err on different samples, so their mean similarity separates unknown digits better
+than the upright view alone (RESULTS.md, issue 12).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from core.config import TRANSFORM_SETS
+
+# the views the anomaly score compares (transform indices): upright, and turned by 180°
+SCORE_VIEWS = (0, 2)
 
 
 def transform_images(x: Tensor, t: int) -> Tensor:
@@ -74,6 +81,12 @@ class TransformedClassesHead(nn.Module):
     @property
     def alpha_value(self) -> float:
         return self.head.alpha_value
+
+    @property
+    def score_views(self) -> tuple[int, ...]:
+        """The transforms whose embeddings the anomaly score compares: the upright image and the
+        SCORE_VIEWS this head was trained on."""
+        return (0,) + tuple(t for t in SCORE_VIEWS if t in self.transforms)
 
     def expand_batch(self, x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
         """The batch followed by a copy of it, each image through one random transform, labelled

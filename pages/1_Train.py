@@ -63,7 +63,8 @@ def transform_classes_knob(knobs: LossChoice, model: ModelChoice) -> None:
         format_func=TRANSFORM_LABELS.get,
         help="Each known class, rotated (and mirrored), is trained as a class of its own. The network then "
         "learns what an upright digit of each class looks like, not only what tells the classes apart, so "
-        "unknown digits land further from normal. Training takes twice as long; scoring is unchanged.",
+        "unknown digits land further from normal. Training takes twice as long; the score then compares "
+        "each image and its 180° turn with the training images.",
     )
 
 

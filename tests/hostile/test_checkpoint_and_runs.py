@@ -164,8 +164,9 @@ def test_torn_or_foreign_model_pt_is_a_clear_run_error(run_copy) -> None:
 def test_a_valid_run_loads_and_embeds(good_run: Path) -> None:
     run = load_run(good_run)
     assert run.threshold == 0.25 and run.class_names == ["a", "b"]
-    emb = embed_images(good_run, np.zeros((3, 1, 28, 28), np.float32))
+    emb, scored_as = embed_images(good_run, np.zeros((3, 1, 28, 28), np.float32))
     assert emb.shape == (3, 2) and np.isfinite(emb).all()
+    assert scored_as is emb  # a one-view model: its score compares its embedding
 
 
 # -------------------------------------------------------------------------------- tampered files
