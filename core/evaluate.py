@@ -105,13 +105,17 @@ def _embed_splits(model: torch.nn.Module, bundle) -> tuple[torch.Tensor, dict[st
     return emb, cols
 
 
-def _scoring_embeddings(model: torch.nn.Module, bundle) -> np.ndarray | None:
-    """Every split's scoring embedding (core.modelio.embed_for_scoring), in _embed_splits' row order;
-    None when the model scores its plain embedding."""
+def _scoring_embeddings(model: torch.nn.Module, bundle, emb: torch.Tensor) -> np.ndarray | None:
+    """Every split's scoring embedding (core.modelio.embed_for_scoring), in _embed_splits' row order
+    (`emb`: their plain embeddings, in that order); None when the model scores its plain embedding."""
     if score_views(model) == (0,):
         return None
-    splits = [s for s in (bundle.train, bundle.val, bundle.test) if len(s)]  # empty splits add no rows
-    parts = [embed_for_scoring(model, s.x, torch.device("cpu")) for s in splits]
+    parts, start = [], 0
+    for s in (bundle.train, bundle.val, bundle.test):
+        if len(s):  # an empty split adds no rows
+            upright = emb[start : start + len(s)]
+            parts.append(embed_for_scoring(model, s.x, torch.device("cpu"), upright=upright))
+            start += len(s)
     return torch.cat(parts).numpy().astype(np.float32)
 
 
@@ -134,7 +138,7 @@ def evaluate(model: torch.nn.Module, bundle, config: TrainConfig) -> EvalResult:
     normal_train = (split == SPLIT_TRAIN) & np.isin(label, bundle.normal_classes)
     # a model that scores several views of each image (core.transform_classes) scores their joint
     # embedding, kept beside the plain one (which the views, accuracy and retrieval use)
-    score_emb = _scoring_embeddings(model, bundle)
+    score_emb = _scoring_embeddings(model, bundle, emb)
     score = _scores(emb_np if score_emb is None else score_emb, split, normal_train, config.k)
 
     test_rows = split == SPLIT_TEST

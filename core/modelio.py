@@ -114,16 +114,26 @@ def score_views(model: torch.nn.Module) -> tuple[int, ...]:
 
 @torch.no_grad()
 def embed_for_scoring(
-    model: torch.nn.Module, x: torch.Tensor, device: torch.device, batch: int = EMBED_BATCH
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    device: torch.device,
+    batch: int = EMBED_BATCH,
+    upright: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """What the kNN score compares when the model scores more than one view of an image: each view's
     unit embedding side by side, divided by sqrt(views), so that the cosine similarity of two images
-    is the mean of their views' similarities. None for a one-view model (its embedding is scored)."""
+    is the mean of their views' similarities. None for a one-view model (its embedding is scored).
+    `upright`: x's embeddings when the caller has them already (one pass of the network fewer)."""
     views = score_views(model)
     if views == (0,):
         return None
     parts = [
-        torch.nn.functional.normalize(embed_all(model, transform_images(x, t), device, batch), dim=1)
+        torch.nn.functional.normalize(
+            upright
+            if t == 0 and upright is not None
+            else embed_all(model, transform_images(x, t), device, batch),
+            dim=1,
+        )
         for t in views
     ]
     return torch.cat(parts, 1) / len(views) ** 0.5

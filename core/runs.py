@@ -316,6 +316,7 @@ def embed_images(run_dir: str | Path, images: np.ndarray) -> tuple[np.ndarray, n
 
     model = load_run_model(run_dir)
     x, cpu = torch.from_numpy(np.asarray(images, dtype=np.float32)), torch.device("cpu")
-    emb = embed_all(model, x, cpu).numpy()
-    joint = embed_for_scoring(model, x, cpu)
-    return emb, (emb if joint is None else joint.numpy())
+    emb = embed_all(model, x, cpu)
+    joint = embed_for_scoring(model, x, cpu, upright=emb)
+    plain = emb.numpy()
+    return plain, (plain if joint is None else joint.numpy())
