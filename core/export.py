@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from core.fsutil import write_json
 from core.runs import Run, RunError, load_run, load_run_model, saved_threshold
@@ -76,10 +75,10 @@ class _Embedder(torch.nn.Module):
     def forward(self, image: torch.Tensor) -> torch.Tensor:
         if self.views == (0,):
             return self.model.embed(image)
+        from core.modelio import join_views
         from core.transform_classes import transform_images
 
-        parts = [F.normalize(self.model.embed(transform_images(image, t)), dim=1) for t in self.views]
-        return torch.cat(parts, 1) / len(self.views) ** 0.5
+        return join_views([self.model.embed(transform_images(image, t)) for t in self.views])
 
 
 class _Features(torch.nn.Module):

@@ -127,16 +127,22 @@ def embed_for_scoring(
     views = score_views(model)
     if views == (0,):
         return None
-    parts = [
-        torch.nn.functional.normalize(
+    return join_views(
+        [
             upright
             if t == 0 and upright is not None
-            else embed_all(model, transform_images(x, t), device, batch),
-            dim=1,
-        )
-        for t in views
-    ]
-    return torch.cat(parts, 1) / len(views) ** 0.5
+            else embed_all(model, transform_images(x, t), device, batch)
+            for t in views
+        ]
+    )
+
+
+def join_views(embeddings: list[torch.Tensor]) -> torch.Tensor:
+    """Views' embeddings [N, d] each -> [N, views * d]: unit vectors side by side / sqrt(views), whose
+    cosine similarity is the mean of the views' similarities (also inside the exported graph)."""
+    return (
+        torch.cat([torch.nn.functional.normalize(e, dim=1) for e in embeddings], 1) / len(embeddings) ** 0.5
+    )
 
 
 def pick_device(name: str) -> torch.device:
