@@ -83,8 +83,8 @@ class TrainConfig:
     width: int = opt(32, "smallcnn: channels of its first layer (48 or 64: more capacity, slower)")
     precision: str = opt(
         "fp32",
-        "fp32, or bf16 (mixed precision: about 1.6-2x faster training on CPUs with bfloat16 "
-        "instructions and on GPUs)",
+        "fp32, or bf16 (mixed precision: 1.6-2x faster training measured on a CPU with bfloat16 "
+        "instructions; GPUs support it too)",
         choices=PRECISIONS,
     )
     pretrained: bool = opt(True, "ImageNet weights for efficientnet-lite0/resnet18 (--no-pretrained: random)")

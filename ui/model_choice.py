@@ -139,7 +139,8 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
             value=defaults.precision == "bf16",
             key="precision_bf16",
             help="Trains in bfloat16 where it is safe (weights and the loss stay float32): about "
-            "1.6-2x faster on GPUs and on CPUs with bfloat16 instructions, slower on older CPUs.",
+            "1.6-2x faster on a CPU with bfloat16 instructions (measured); GPUs support it too. On CPUs "
+            "without those instructions it can be slower.",
         )
         choice.precision = "bf16" if bf16 else "fp32"
     return choice
