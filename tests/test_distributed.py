@@ -25,7 +25,16 @@ from core.train import TrainConfig, main
 REPO = Path(__file__).resolve().parents[1]
 SMALL = ["--max-train-samples", "256", "--epochs", "1", "--batch-size", "64", "--seed", "0"]
 SMALL += ["--dim", "8", "--projection", "none"]
-RTOL = 1e-4
+# Step 1 runs the same weights on the same global batch, so its loss agrees to float rounding. Later
+# steps drift further: the small CNN is channels-last (core.models.SmallCNN, 1.5x faster), and torch's
+# channels-last BatchNorm on the CPU sums its training statistics less precisely (1e-5 relative) than
+# GlooSyncBatchNorm's two passes; Adam then turns such noise in near-zero gradients into full steps.
+# Measured after 4 steps: losses 2e-4 (l2softmax) and 1.9e-3 (triplet) apart, embeddings 5e-3 of their
+# scale, scores 4e-4. Faults put in on purpose stay far outside: without gradient averaging the losses
+# are 0.3-0.6 apart from step 2; with unsynced BatchNorm, step 1's losses are 3.5e-4 (l2softmax) and
+# 2e-2 (triplet) apart.
+RTOL_FIRST_STEP = 1e-4
+RTOL_LATER_STEPS = 5e-3
 
 
 def _free_port() -> int:
@@ -79,16 +88,20 @@ def _check_pair(a: Path, b: Path) -> None:
     assert json.loads((a / "status.json").read_text())["state"] == "completed"
     loss_a = np.array([m["loss"] for m in steps_a])
     loss_b = np.array([m["loss"] for m in steps_b])
-    np.testing.assert_allclose(loss_a, loss_b, rtol=RTOL)
+    np.testing.assert_allclose(loss_a[0], loss_b[0], rtol=RTOL_FIRST_STEP)
+    np.testing.assert_allclose(loss_a, loss_b, rtol=RTOL_LATER_STEPS)
     if steps_b[0]["accuracy"] is not None:  # metrics are global (all-reduced), not rank 0's half
-        assert [m["accuracy"] for m in steps_a] == [m["accuracy"] for m in steps_b]
+        assert steps_a[0]["accuracy"] == steps_b[0]["accuracy"]
+        # later: at most one sample of the global batch of 64 decided the other way
+        acc_a, acc_b = (np.array([m["accuracy"] for m in s]) for s in (steps_a, steps_b))
+        assert np.abs(acc_a - acc_b).max() <= 1 / 64 + 1e-9
     # the trained models agree too: rank 0's final embeddings and anomaly scores. (Not every weight: a
     # conv bias right before BatchNorm has a gradient of exactly 0 in theory, so Adam turns float noise
     # into full-size steps there; BatchNorm's mean absorbs it and the embeddings do not move.)
     ea, eb = np.load(a / "embeddings.npz"), np.load(b / "embeddings.npz")
     scale = np.abs(eb["emb"]).max()
-    np.testing.assert_allclose(ea["emb"], eb["emb"], rtol=0, atol=1e-4 * scale)
-    np.testing.assert_allclose(ea["score"], eb["score"], rtol=0, atol=1e-4)
+    np.testing.assert_allclose(ea["emb"], eb["emb"], rtol=0, atol=2e-2 * scale)
+    np.testing.assert_allclose(ea["score"], eb["score"], rtol=0, atol=2e-3)
 
 
 @pytest.mark.slow
