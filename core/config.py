@@ -83,7 +83,7 @@ class TrainConfig:
     width: int = opt(32, "smallcnn: channels of its first layer (48 or 64: more capacity, slower)")
     precision: str = opt(
         "fp32",
-        "fp32, or bf16 (mixed precision: 1.6-2x faster training measured on a CPU with bfloat16 "
+        "fp32, or bf16 (mixed precision: 1.8-1.9x faster training measured on a CPU with bfloat16 "
         "instructions; GPUs support it too)",
         choices=PRECISIONS,
     )

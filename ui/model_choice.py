@@ -129,8 +129,8 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
                 index=SMALLCNN_WIDTHS.index(defaults.width),
                 key="width",
                 help="Channels of the small CNN's first layer (the next layers have 2x and 4x). "
-                "48 or 64: a little more accurate; training takes about 1.7x and 2.7x as long in bf16 "
-                "(2x and 3.4x in fp32).",
+                "48 or 64: a little more accurate; training takes about 1.8x and 2.6x as long "
+                "(measured in bf16 on a CPU).",
             )
         )
     if choice.trains_on_images:
@@ -139,7 +139,7 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
             value=defaults.precision == "bf16",
             key="precision_bf16",
             help="Trains in bfloat16 where it is safe (weights and the loss stay float32): about "
-            "1.6-2x faster on a CPU with bfloat16 instructions (measured); GPUs support it too. On CPUs "
+            "1.8-1.9x faster on a CPU with bfloat16 instructions (measured); GPUs support it too. On CPUs "
             "without those instructions it can be slower.",
         )
         choice.precision = "bf16" if bf16 else "fp32"
