@@ -34,10 +34,10 @@ class SmallCNN(nn.Module):
             nn.Flatten(),
         )
         self.fc = nn.Linear(4 * w, dim)
-        # channels-last (NHWC) weights and inputs: oneDNN's own layout for convolutions. Measured on
-        # 2 CPU cores at width 48: a bf16 training step 1.45x faster, an inference pass 1.9x, with
-        # embeddings equal to the plain layout's within 1e-7. Both weights and input must be
-        # channels-last; either alone is slower than neither.
+        # channels-last (NHWC) weights and inputs: oneDNN's own layout for convolutions. A training
+        # step is 1.26-1.51x faster on 2 CPU cores (benchmarks/bench_layout.py), with embeddings equal
+        # to the plain layout's within 1e-7. Weights and inputs both: channels-last inputs alone
+        # were slower than the plain layout.
         self.to(memory_format=torch.channels_last)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
