@@ -74,6 +74,7 @@ def test_folding_keeps_the_embeddings_of_the_photo_backbones(arch, folds):
     folded = batchnorm_folded(model)
     n_bn = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules()) == n_bn - folds
+    assert (folded is model) == (folds == 0)  # nothing to fold: no copy
     with torch.no_grad():
         reference = model.embed(x)
         assert torch.allclose(folded.embed(x), reference, atol=1e-4 * reference.abs().max())
