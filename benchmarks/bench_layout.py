@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.modelio import embed_all  # noqa: E402
-from core.models import SmallCNN  # noqa: E402
+from core.models import MetricModel, SmallCNN  # noqa: E402
 
 
 class PlainLayoutCNN(SmallCNN):
@@ -34,17 +34,6 @@ class PlainLayoutCNN(SmallCNN):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.features(x.contiguous()))
-
-
-class _Embedding(torch.nn.Module):
-    """What embed_all expects: a module with .embed."""
-
-    def __init__(self, backbone: torch.nn.Module) -> None:
-        super().__init__()
-        self.backbone = backbone
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)
 
 
 def step_seconds(model: torch.nn.Module, x: torch.Tensor, bf16: bool, steps: int = 6) -> float:
@@ -74,7 +63,7 @@ def plain_inference_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 def embed_all_seconds(model: torch.nn.Module, x: torch.Tensor) -> float:
     t = time.perf_counter()
-    embed_all(_Embedding(model), x, torch.device("cpu"))
+    embed_all(MetricModel(model, torch.nn.Identity()), x, torch.device("cpu"))
     return time.perf_counter() - t
 
 
