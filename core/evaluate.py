@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from core import anomaly
 from core.config import TrainConfig
 from core.fsutil import read_json
-from core.modelio import embed_all, embed_for_scoring, load_model, score_views
+from core.modelio import embed_all, embed_for_scoring, load_model, scores_plain_embedding
 from core.rundir import (
     CONFIG_FILE,
     MODEL_FILE,
@@ -108,7 +108,7 @@ def _embed_splits(model: torch.nn.Module, bundle) -> tuple[torch.Tensor, dict[st
 def _scoring_embeddings(model: torch.nn.Module, bundle, emb: torch.Tensor) -> np.ndarray | None:
     """Every split's scoring embedding (core.modelio.embed_for_scoring), in _embed_splits' row order
     (`emb`: their plain embeddings, in that order); None when the model scores its plain embedding."""
-    if score_views(model) == (0,):
+    if scores_plain_embedding(model):
         return None
     parts, start = [], 0
     for s in (bundle.train, bundle.val, bundle.test):
@@ -136,8 +136,9 @@ def evaluate(model: torch.nn.Module, bundle, config: TrainConfig) -> EvalResult:
     emb_np = emb.numpy().astype(np.float32)
     label, split, is_anom = cols["label"], cols["split"], cols["anomaly"]
     normal_train = (split == SPLIT_TRAIN) & np.isin(label, bundle.normal_classes)
-    # a model that scores several views of each image (core.transform_classes) scores their joint
-    # embedding, kept beside the plain one (which the views, accuracy and retrieval use)
+    # a model that scores several views of each image (core.transform_classes), or shifted copies
+    # (core.score_shifts), scores their joint embedding, kept beside the plain one (which the views,
+    # accuracy and retrieval use)
     score_emb = _scoring_embeddings(model, bundle, emb)
     score = _scores(emb_np if score_emb is None else score_emb, split, normal_train, config.k)
 

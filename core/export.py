@@ -62,23 +62,29 @@ class ExportResult:
 
 class _Embedder(torch.nn.Module):
     """Exposes what core.score compares as forward, so the exported graph is exactly what it runs:
-    model.embed, or for a model that scores several views of an image (core.transform_classes) the
-    views' unit embeddings side by side / sqrt(views) (core.modelio.embed_for_scoring)."""
+    model.embed, or for a model that scores several views of an image (core.transform_classes) or
+    shifted copies (core.score_shifts) their joint embedding (core.modelio.scoring_embedding)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         super().__init__()
-        from core.modelio import score_views
+        from core.modelio import score_offsets, score_views, scores_plain_embedding
 
         self.model = model
-        self.views = score_views(model)
+        self.views, self.offsets = score_views(model), score_offsets(model)
+        self.plain = scores_plain_embedding(model)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        if self.views == (0,):
+        if self.plain:
             return self.model.embed(image)
-        from core.modelio import join_views
+        from core.modelio import scoring_embedding
+        from core.score_shifts import shift_images
         from core.transform_classes import transform_images
 
-        return join_views([self.model.embed(transform_images(image, t)) for t in self.views])
+        return scoring_embedding(
+            lambda t, offset: self.model.embed(shift_images(transform_images(image, t), *offset)),
+            self.views,
+            self.offsets,
+        )
 
 
 class _Features(torch.nn.Module):

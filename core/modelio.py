@@ -6,6 +6,7 @@ so a run directory from elsewhere cannot run code when it is opened."""
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import torch
 from core.config import TrainConfig
 from core.losses import build_head
 from core.models import MetricModel, build_backbone, default_arch
+from core.score_shifts import NO_SHIFT, SHIFT_OFFSETS, mean_direction, shift_images
 from core.transform_classes import class_multiplier, transform_images, with_transform_classes
 
 # inference batch: 256 small-CNN images stay in the CPU's caches, measured 1.3x faster than 1024
@@ -38,7 +40,8 @@ def new_model(
         image_size=image_size,
         width=config.width,
     )
-    return MetricModel(backbone, _loss_head(asdict(config), num_classes, alpha)), arch
+    head = _loss_head(asdict(config), num_classes, alpha)
+    return MetricModel(backbone, head, score_shifts=config.score_shifts), arch
 
 
 def _loss_head(cfg: dict, num_classes: int, alpha: float) -> torch.nn.Module:
@@ -86,7 +89,9 @@ def build_model(meta: dict) -> torch.nn.Module:
         image_size=meta["image_size"],
         width=int(cfg.get("width") or 32),  # runs made before the option: 32
     )
-    return MetricModel(backbone, _loss_head(cfg, len(meta["train_classes"]), float(meta["alpha"])))
+    head = _loss_head(cfg, len(meta["train_classes"]), float(meta["alpha"]))
+    # runs made before the option scored without shifts
+    return MetricModel(backbone, head, score_shifts=bool(cfg.get("score_shifts")))
 
 
 def load_model(path: str | Path, device: str = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -149,6 +154,27 @@ def score_views(model: torch.nn.Module) -> tuple[int, ...]:
     return tuple(getattr(model.head, "score_views", (0,)))
 
 
+def score_offsets(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """The pixel shifts of each view that the anomaly score averages over (core.score_shifts)."""
+    return SHIFT_OFFSETS if getattr(model, "score_shifts", False) else NO_SHIFT
+
+
+def scores_plain_embedding(model: torch.nn.Module) -> bool:
+    """True when the anomaly score compares model.embed itself (one view, no shifts)."""
+    return score_views(model) == (0,) and score_offsets(model) == NO_SHIFT
+
+
+def scoring_embedding(
+    embed: Callable[[int, tuple[int, int]], torch.Tensor],
+    views: tuple[int, ...],
+    offsets: tuple[tuple[int, int], ...],
+) -> torch.Tensor:
+    """What the score compares, from `embed(view, offset)` (the embeddings of the images through
+    that transform and shift): per view, the mean direction over the shifts; then the views joined.
+    Both embed_for_scoring and the exported graph compute it here."""
+    return join_views([mean_direction([embed(t, o) for o in offsets]) for t in views])
+
+
 @torch.no_grad()
 def embed_for_scoring(
     model: torch.nn.Module,
@@ -157,21 +183,20 @@ def embed_for_scoring(
     batch: int = EMBED_BATCH,
     upright: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
-    """What the kNN score compares when the model scores more than one view of an image: each view's
-    unit embedding side by side, divided by sqrt(views), so that the cosine similarity of two images
-    is the mean of their views' similarities. None for a one-view model (its embedding is scored).
+    """What the kNN score compares when the model scores more than one view of an image, or shifted
+    copies: each view's unit embedding (the mean direction over its shifted copies) side by side,
+    divided by sqrt(views), so that the cosine similarity of two images is the mean of their views'
+    similarities. None when the model's plain embedding is scored.
     `upright`: x's embeddings when the caller has them already (one pass of the network fewer)."""
-    views = score_views(model)
-    if views == (0,):
+    if scores_plain_embedding(model):
         return None
-    return join_views(
-        [
-            upright
-            if t == 0 and upright is not None
-            else embed_all(model, transform_images(x, t), device, batch)
-            for t in views
-        ]
-    )
+
+    def embed(t: int, offset: tuple[int, int]) -> torch.Tensor:
+        if t == 0 and offset == (0, 0) and upright is not None:
+            return upright
+        return embed_all(model, shift_images(transform_images(x, t), *offset), device, batch)
+
+    return scoring_embedding(embed, score_views(model), score_offsets(model))
 
 
 def join_views(embeddings: list[torch.Tensor]) -> torch.Tensor:

@@ -110,12 +110,15 @@ def default_arch(channels: int, image_size: int) -> str:
 
 
 class MetricModel(nn.Module):
-    """Backbone producing pre-normalisation features, plus the loss head (which may own class weights)."""
+    """Backbone producing pre-normalisation features, plus the loss head (which may own class weights).
+    `score_shifts`: the anomaly score averages each image's embedding over one-pixel shifts
+    (core.score_shifts); a setting of the run, rebuilt from its config, not a weight."""
 
-    def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
+    def __init__(self, backbone: nn.Module, head: nn.Module, score_shifts: bool = False) -> None:
         super().__init__()
         self.backbone = backbone
         self.head = head
+        self.score_shifts = bool(score_shifts)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(x)
