@@ -2,7 +2,6 @@
 direction of its embeddings over itself and four one-pixel shifts, in evaluation, in core.score and in
 the export alike; runs without the option score as before."""
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +10,15 @@ import torch
 
 from core.augment import augment_with
 from core.config import TrainConfig
-from core.export import MODEL_FILES, export_run
 from core.losses import L2SoftmaxHead
 from core.modelio import embed_for_scoring, load_model, score_offsets, scores_plain_embedding
 from core.models import MetricModel, SmallCNN
-from core.runs import load_run, load_run_model
+from core.runs import load_run
 from core.score import score_images
 from core.score_shifts import SHIFT_OFFSETS, mean_direction, shift_images
 from core.train import train
 from core.transform_classes import TransformedClassesHead, transform_images
-from tests.test_export import _assert_same_scores, _images, _run_script
+from tests.test_score_views import assert_export_computes_embed_for_scoring
 
 CPU = torch.device("cpu")
 
@@ -121,21 +119,7 @@ def test_the_run_keeps_the_option_and_scores_the_shifted_embedding(shifted_run):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_the_export_averages_the_shifts_and_scores_like_core_score(shifted_run, tmp_path, fmt):
-    result = export_run(shifted_run, fmt, tmp_path / "out")
-    assert json.loads((result.out_dir / "scoring.json").read_text())["dim"] == 16
-    x = torch.rand(5, 1, 28, 28)
-    model_file = str(result.out_dir / MODEL_FILES[fmt])
-    if fmt == "onnx":
-        import onnxruntime
-
-        session = onnxruntime.InferenceSession(model_file, providers=["CPUExecutionProvider"])
-        got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
-    else:
-        got = torch.jit.load(model_file)(x)
-    torch.testing.assert_close(got, embed_for_scoring(load_run_model(shifted_run), x, CPU), atol=1e-5, rtol=0)
-    files = _images(tmp_path / "images")
-    exported = _run_script(result.out_dir / "score_exported.py", files, block_torch=fmt == "onnx")
-    _assert_same_scores(shifted_run, exported, files, load_run(shifted_run).threshold)
+    assert_export_computes_embed_for_scoring(shifted_run, tmp_path, fmt, dim=16)
 
 
 def test_score_shifts_is_refused_for_methods_without_a_trained_embedding():

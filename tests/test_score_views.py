@@ -80,12 +80,18 @@ def test_the_run_stores_and_scores_the_joint_embedding(rotated_run):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_the_export_runs_both_views_and_scores_like_core_score(rotated_run, tmp_path, fmt):
-    result = export_run(rotated_run, fmt, tmp_path / "out")
-    run = load_run(rotated_run)
+    assert_export_computes_embed_for_scoring(rotated_run, tmp_path, fmt, dim=16)
+
+
+def assert_export_computes_embed_for_scoring(run_dir: Path, tmp_path: Path, fmt: str, dim: int) -> None:
+    """The exported graph computes embed_for_scoring (views and shifts included) against the stored
+    reference, and the exported script scores images as core.score does."""
+    result = export_run(run_dir, fmt, tmp_path / "out")
+    run = load_run(run_dir)
     np.testing.assert_array_equal(
         np.load(result.out_dir / "reference_embeddings.npy"), run.score_emb[run.normal_train_mask]
     )
-    assert json.loads((result.out_dir / "scoring.json").read_text())["dim"] == 16
+    assert json.loads((result.out_dir / "scoring.json").read_text())["dim"] == dim
     x = torch.rand(5, 1, 28, 28)
     model_file = str(result.out_dir / MODEL_FILES[fmt])
     if fmt == "onnx":
@@ -95,8 +101,8 @@ def test_the_export_runs_both_views_and_scores_like_core_score(rotated_run, tmp_
         got = torch.from_numpy(session.run(None, {"image": x.numpy()})[0])
     else:
         got = torch.jit.load(model_file)(x)
-    want = embed_for_scoring(load_run_model(rotated_run), x, CPU)
+    want = embed_for_scoring(load_run_model(run_dir), x, CPU)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
     files = _images(tmp_path / "images")
     exported = _run_script(result.out_dir / "score_exported.py", files, block_torch=fmt == "onnx")
-    _assert_same_scores(rotated_run, exported, files, run.threshold)
+    _assert_same_scores(run_dir, exported, files, run.threshold)
