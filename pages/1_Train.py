@@ -286,6 +286,7 @@ def start_run(choice: DataChoice, model: ModelChoice, knobs: LossChoice, setting
         finetune_blocks=int(model.finetune_blocks),
         width=int(model.width),
         precision=model.precision,
+        score_shifts=model.score_shifts,
         transform_classes=knobs.transform_classes,
         **settings,
     )

@@ -40,6 +40,7 @@ class ModelChoice:
     resolved_arch: str = "smallcnn"  # what "auto" stands for with this data
     width: int = 32  # smallcnn's first-layer channels
     precision: str = "fp32"
+    score_shifts: bool = False  # core.score_shifts
 
     @property
     def trains_embedding(self) -> bool:
@@ -132,6 +133,14 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
                 "48 or 64: a little more accurate; training takes about 1.8x and 2.6x as long "
                 "(measured in bf16 on a CPU).",
             )
+        )
+        choice.score_shifts = c2.toggle(
+            "Score over 1-pixel shifts",
+            value=defaults.score_shifts,
+            key="score_shifts",
+            help="The anomaly score compares each image's mean embedding over itself and 4 copies moved "
+            "by one pixel: steadier scores for unusual digits (AUROC 0.9957 → 0.9961 on full-MNIST "
+            "open-set). Scoring takes 5x as long.",
         )
     if choice.trains_on_images:
         bf16 = c3.toggle(

@@ -114,23 +114,28 @@ def test_rotated_copies_reach_the_run_config_and_need_images(checkpoints_root, a
     assert any("need a network trained on images" in c.value for c in at.caption)
 
 
-def test_width_and_bf16_reach_the_run_config_and_follow_the_backbone(checkpoints_root, app_test):
+def test_width_bf16_and_shifts_reach_the_run_config_and_follow_the_backbone(checkpoints_root, app_test):
     at = _page(app_test)
     width, bf16 = at.selectbox(key="width"), at.toggle(key="precision_bf16")
-    assert (width.value, bf16.value) == (32, False)  # the small CNN as it always was, in float32
+    shifts = at.toggle(key="score_shifts")
+    # the small CNN as it always was, in float32, scored on the image alone
+    assert (width.value, bf16.value, shifts.value) == (32, False, False)
+    assert "5x as long" in shifts.help
     width.set_value(48)
     bf16.set_value(True)
+    shifts.set_value(True)
     at.number_input(key="epochs").set_value(1)
     at.button(key="start").click().run()
     _ok(at)
     (run,) = jobs.list_runs(checkpoints_root)
     cfg = read_json(checkpoints_root / run["run_id"] / "config.json")
-    assert (cfg["width"], cfg["precision"]) == (48, "bf16")
+    assert (cfg["width"], cfg["precision"], cfg["score_shifts"]) == (48, "bf16", True)
     jobs.cancel(run["run_id"], checkpoints_root)
-    # width belongs to the small CNN; a frozen pretrained backbone trains no network in bf16 either
+    # width and shifts belong to the small CNN; a frozen pretrained backbone trains no network in bf16
     at.selectbox(key="arch").set_value("efficientnet-lite0").run()
     _ok(at)
     assert not [s for s in at.selectbox if s.label == "Network width"]
+    assert not [t for t in at.toggle if t.label == "Score over 1-pixel shifts"]
     assert not [t for t in at.toggle if t.label == "Mixed precision (bf16)"]
 
 
