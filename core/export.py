@@ -77,14 +77,8 @@ class _Embedder(torch.nn.Module):
         if self.plain:
             return self.model.embed(image)
         from core.modelio import scoring_embedding
-        from core.score_shifts import shift_images
-        from core.transform_classes import transform_images
 
-        return scoring_embedding(
-            lambda t, offset: self.model.embed(shift_images(transform_images(image, t), *offset)),
-            self.views,
-            self.offsets,
-        )
+        return scoring_embedding(self.model.embed, image, self.views, self.offsets)
 
 
 class _Features(torch.nn.Module):

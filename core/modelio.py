@@ -165,14 +165,22 @@ def scores_plain_embedding(model: torch.nn.Module) -> bool:
 
 
 def scoring_embedding(
-    embed: Callable[[int, tuple[int, int]], torch.Tensor],
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    x: torch.Tensor,
     views: tuple[int, ...],
     offsets: tuple[tuple[int, int], ...],
+    upright: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """What the score compares, from `embed(view, offset)` (the embeddings of the images through
-    that transform and shift): per view, the mean direction over the shifts; then the views joined.
-    Both embed_for_scoring and the exported graph compute it here."""
-    return join_views([mean_direction([embed(t, o) for o in offsets]) for t in views])
+    """What the score compares for images x, with `embed` (images -> embeddings): per view, the mean
+    direction of the shifted copies' embeddings; then the views joined. embed_for_scoring and the
+    exported graph both compute it here. `upright`: embed(x) when the caller has it already."""
+
+    def copy_embedding(t: int, offset: tuple[int, int]) -> torch.Tensor:
+        if t == 0 and offset == (0, 0) and upright is not None:
+            return upright
+        return embed(shift_images(transform_images(x, t), *offset))
+
+    return join_views([mean_direction([copy_embedding(t, o) for o in offsets]) for t in views])
 
 
 @torch.no_grad()
@@ -190,13 +198,13 @@ def embed_for_scoring(
     `upright`: x's embeddings when the caller has them already (one pass of the network fewer)."""
     if scores_plain_embedding(model):
         return None
-
-    def embed(t: int, offset: tuple[int, int]) -> torch.Tensor:
-        if t == 0 and offset == (0, 0) and upright is not None:
-            return upright
-        return embed_all(model, shift_images(transform_images(x, t), *offset), device, batch)
-
-    return scoring_embedding(embed, score_views(model), score_offsets(model))
+    return scoring_embedding(
+        lambda images: embed_all(model, images, device, batch),
+        x,
+        score_views(model),
+        score_offsets(model),
+        upright,
+    )
 
 
 def join_views(embeddings: list[torch.Tensor]) -> torch.Tensor:
