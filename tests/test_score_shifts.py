@@ -125,3 +125,10 @@ def test_the_export_averages_the_shifts_and_scores_like_core_score(shifted_run, 
 def test_score_shifts_is_refused_for_methods_without_a_trained_embedding():
     with pytest.raises(ValueError, match="score_shifts applies to metric runs only"):
         TrainConfig(method="knn", score_shifts=True).validate()
+
+
+def test_runs_made_before_the_option_score_without_shifts():
+    model_file = Path(__file__).resolve().parent.parent / "checkpoints" / "demo-l2softmax-2d" / "model.pt"
+    model, meta = load_model(model_file)
+    assert "score_shifts" not in meta["config"]  # a shipped run from before the option
+    assert score_offsets(model) == ((0, 0),) and scores_plain_embedding(model)
