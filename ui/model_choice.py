@@ -122,7 +122,19 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
                 else f"Unfreezes the last {choice.finetune_blocks} block(s), with augmentation: "
                 "slower (minutes on a CPU; CUDA is used when present)."
             )
-    if resolved == "smallcnn" and choice.trains_embedding:
+    _network_knobs(choice, defaults, c2, c3)
+    return choice
+
+
+def _network_knobs(
+    choice: ModelChoice,
+    defaults: TrainConfig,
+    c2: st.delta_generator.DeltaGenerator,
+    c3: st.delta_generator.DeltaGenerator,
+) -> None:
+    """How the network trains and scores: the small CNN's width, bf16, and the shifts at scoring time
+    (widget keys: width, precision_bf16, score_shifts)."""
+    if choice.resolved_arch == "smallcnn" and choice.trains_embedding:
         choice.width = int(
             c2.selectbox(
                 "Network width",
@@ -144,7 +156,7 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
             "without those instructions it can be slower.",
         )
         choice.precision = "bf16" if bf16 else "fp32"
-    if resolved == "smallcnn" and choice.trains_embedding:  # measured on digits only
+    if choice.resolved_arch == "smallcnn" and choice.trains_embedding:  # measured on digits only
         choice.score_shifts = c3.toggle(
             "Score over 1-pixel shifts",
             value=defaults.score_shifts,
@@ -153,4 +165,3 @@ def model_section(profile: DataProfile | None, mvtec: bool = False) -> ModelChoi
             "by one pixel: steadier scores for unusual digits (AUROC 0.9957 → 0.9961 on full-MNIST "
             "open-set). Scoring takes 5x as long.",
         )
-    return choice
